@@ -1,0 +1,134 @@
+#include "engine/allocator.h"
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "engine/check.h"
+
+namespace kdet {
+
+namespace {
+
+constexpr size_t kAlign = 64;
+constexpr size_t kCacheMin = 1 << 16;          // blocks below 64 KiB go straight to malloc
+constexpr int64_t kCacheLimit = int64_t(4) << 30;  // never keep more than 4 GiB idle
+
+// Size classes: 4 steps per power of two, so waste is below 19%.
+size_t size_class(size_t n) {
+  if (n < kCacheMin) return (n + kAlign - 1) / kAlign * kAlign;
+  size_t p = 1;
+  while (p * 2 <= n) p *= 2;
+  size_t step = p / 4;
+  return (n + step - 1) / step * step;
+}
+
+struct CpuCache {
+  std::mutex mu;
+  std::map<size_t, std::vector<void*>> free_blocks;  // size class -> blocks
+  AllocStats stats;
+};
+
+CpuCache& cache() {
+  static CpuCache* c = new CpuCache();  // leaked on purpose: tensors in static objects outlive main
+  return *c;
+}
+
+DeviceAllocator& cuda_alloc_hooks() {
+  static DeviceAllocator a;
+  return a;
+}
+
+}  // namespace
+
+void* cpu_alloc(size_t nbytes) {
+  size_t sz = size_class(nbytes == 0 ? kAlign : nbytes);
+  auto& c = cache();
+  {
+    std::lock_guard<std::mutex> lk(c.mu);
+    c.stats.allocs++;
+    c.stats.current_bytes += static_cast<int64_t>(sz);
+    if (c.stats.current_bytes > c.stats.peak_bytes) c.stats.peak_bytes = c.stats.current_bytes;
+    if (sz >= kCacheMin) {
+      auto it = c.free_blocks.find(sz);
+      if (it != c.free_blocks.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        c.stats.cached_bytes -= static_cast<int64_t>(sz);
+        c.stats.cache_hits++;
+        return p;
+      }
+    }
+  }
+  void* p = std::aligned_alloc(kAlign, sz);
+  KDET_CHECK(p != nullptr, "out of memory: could not allocate ", sz, " bytes on cpu");
+  return p;
+}
+
+void cpu_free(void* p, size_t nbytes) {
+  if (!p) return;
+  size_t sz = size_class(nbytes == 0 ? kAlign : nbytes);
+  auto& c = cache();
+  {
+    std::lock_guard<std::mutex> lk(c.mu);
+    c.stats.current_bytes -= static_cast<int64_t>(sz);
+    if (sz >= kCacheMin && c.stats.cached_bytes + static_cast<int64_t>(sz) <= kCacheLimit) {
+      c.free_blocks[sz].push_back(p);
+      c.stats.cached_bytes += static_cast<int64_t>(sz);
+      return;
+    }
+  }
+  std::free(p);
+}
+
+void alloc_release_cache() {
+  auto& c = cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  for (auto& kv : c.free_blocks)
+    for (void* p : kv.second) std::free(p);
+  c.free_blocks.clear();
+  c.stats.cached_bytes = 0;
+}
+
+AllocStats alloc_stats(Device d) {
+  if (d.is_cuda()) {
+    KDET_CHECK(cuda_alloc_hooks().stats, "alloc_stats: CUDA backend not available");
+    return cuda_alloc_hooks().stats(d.index);
+  }
+  auto& c = cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  return c.stats;
+}
+
+void alloc_reset_peak(Device d) {
+  if (d.is_cuda()) {
+    if (cuda_alloc_hooks().reset_peak) cuda_alloc_hooks().reset_peak(d.index);
+    return;
+  }
+  auto& c = cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  c.stats.peak_bytes = c.stats.current_bytes;
+}
+
+void set_cuda_allocator(const DeviceAllocator& a) { cuda_alloc_hooks() = a; }
+const DeviceAllocator& cuda_allocator() { return cuda_alloc_hooks(); }
+
+Storage::Storage(size_t nbytes, Device d) : nbytes_(nbytes), device_(d) {
+  if (d.is_cpu()) {
+    ptr_ = cpu_alloc(nbytes);
+  } else {
+    KDET_CHECK(cuda_alloc_hooks().alloc, "cannot allocate on ", d,
+               ": this build of kdet has no CUDA backend (rebuild with make CUDA=1)");
+    ptr_ = cuda_alloc_hooks().alloc(nbytes, d.index);
+  }
+}
+
+Storage::~Storage() {
+  if (device_.is_cpu())
+    cpu_free(ptr_, nbytes_);
+  else if (cuda_alloc_hooks().free)
+    cuda_alloc_hooks().free(ptr_, nbytes_, device_.index);
+}
+
+}  // namespace kdet

@@ -1,0 +1,9 @@
+// tools/commands.h — the subcommands of build/kdet. Each lives in tools/cmd_<name>.cpp and is listed
+// in the table in tools/kdet.cpp (no registry: grep finds them).
+#pragma once
+
+namespace kdet::cli {
+
+int cmd_info(int argc, char** argv);
+
+}  // namespace kdet::cli

@@ -1,0 +1,51 @@
+// build/kdet — the one binary. `kdet help` lists the subcommands.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "engine/check.h"
+#include "tools/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*fn)(int, char**);
+  const char* help;
+};
+
+const Command kCommands[] = {
+    {"info", kdet::cli::cmd_info, "build configuration, devices, allocator and thread settings"},
+};
+
+void usage(FILE* f) {
+  std::fprintf(f, "kdet — knowledge distillation for object detectors\n\nusage: kdet <command> [args]\n\ncommands:\n");
+  for (const auto& c : kCommands) std::fprintf(f, "  %-14s %s\n", c.name, c.help);
+  std::fprintf(f, "\n`kdet <command> --help` for a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (const auto& c : kCommands) {
+    if (std::string(argv[1]) == c.name) {
+      try {
+        return c.fn(argc - 1, argv + 1);
+      } catch (const kdet::Error& e) {
+        std::fprintf(stderr, "kdet %s: error: %s\n", c.name, e.what());
+        return 1;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "kdet %s: internal error: %s\n", c.name, e.what());
+        return 3;
+      }
+    }
+  }
+  std::fprintf(stderr, "kdet: unknown command '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}
