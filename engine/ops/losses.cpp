@@ -1,0 +1,405 @@
+#include "engine/ops/losses.h"
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "engine/backend.h"
+
+namespace kdet {
+
+namespace {
+
+constexpr int64_t kGrain = 1 << 15;
+
+void check_pair(const char* op, const Var& pred, const Tensor& target) {
+  KDET_CHECK(pred.defined() && target.defined(), op, ": undefined operand");
+  KDET_CHECK(pred.shape() == target.shape(), op, ": prediction ", pred.data().desc(), " and target ", target.desc(),
+             " must have the same shape");
+  KDET_CHECK(pred.dtype() == target.dtype(), op, ": dtype mismatch, prediction ", pred.data().desc(), " vs target ",
+             target.desc());
+  KDET_CHECK(pred.device() == target.device(), op, ": device mismatch, prediction ", pred.data().desc(),
+             " vs target ", target.desc());
+  if (!pred.device().is_cpu()) no_kernel(op, pred.device());  // #if KDET_CUDA: CUDA path goes here
+}
+
+// out[i] = f(x[i], t[i]) for contiguous same-shape operands.
+template <class T, class F>
+Tensor map2(const Tensor& xin, const Tensor& tin, F f) {
+  const Tensor x = xin.contiguous(), t = tin.contiguous();
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  const T* px = x.data<T>();
+  const T* pt = t.data<T>();
+  T* po = out.data<T>();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n > kGrain)
+  for (int64_t i = 0; i < n; ++i) po[i] = f(px[i], pt[i]);
+  return out;
+}
+
+// out[i] = f(g[i], x[i], t[i]).
+template <class T, class F>
+Tensor map3(const Tensor& gin, const Tensor& xin, const Tensor& tin, F f) {
+  const Tensor g = gin.contiguous(), x = xin.contiguous(), t = tin.contiguous();
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  const T* pg = g.data<T>();
+  const T* px = x.data<T>();
+  const T* pt = t.data<T>();
+  T* po = out.data<T>();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n > kGrain)
+  for (int64_t i = 0; i < n; ++i) po[i] = f(pg[i], px[i], pt[i]);
+  return out;
+}
+
+// An element-wise loss with forward f(x, t) and backward b(g, x, t) (both templated lambdas taking T).
+template <class Fwd, class Bwd>
+Var elementwise_loss(const char* op, const Var& pred, const Tensor& target, Fwd fwd, Bwd bwd) {
+  check_pair(op, pred, target);
+  Tensor out;
+  dispatch_float(pred.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    out = map2<T>(pred.data(), target, [&](T x, T t) { return fwd(x, t); });
+  });
+  return record(op, out, {&pred}, [op, x = pred.data(), target, bwd](const Tensor& g, Grads& gr) {
+    Tensor gx;
+    dispatch_float(g.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      gx = map3<T>(g, x, target, [&](T gv, T xv, T tv) { return bwd(gv, xv, tv); });
+    });
+    gr.accumulate(0, gx);
+  });
+}
+
+// Stable pieces of the logistic: e = exp(-|x|), p = sigmoid(x), ce = BCE-with-logits(x, t).
+template <class T>
+inline T sigmoid_from(T x, T e) {
+  return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+}
+template <class T>
+inline T bce_logits(T x, T t, T e) {
+  return std::max(x, T(0)) - x * t + std::log1p(e);
+}
+
+// max(a, b) derivative share for a (torch maximum/minimum: half each at a tie).
+inline double share_max(double a, double b) { return a > b ? 1.0 : (a == b ? 0.5 : 0.0); }
+inline double share_min(double a, double b) { return a < b ? 1.0 : (a == b ? 0.5 : 0.0); }
+
+void check_boxes(const char* op, const Var& pred, const Tensor& target) {
+  check_pair(op, pred, target);
+  KDET_CHECK(pred.ndim() == 2 && pred.size(1) == 4, op, ": expected boxes [N, 4], got prediction ",
+             pred.data().desc());
+}
+
+// Aligned IoU / GIoU between box rows, with analytic gradient w.r.t. the prediction.
+// kind: 0 = GIoU loss (1 - giou), 1/2/3 = IoU loss linear / square / log.
+struct BoxLossOut {
+  double loss;
+  double d[4];  // dloss/dpred
+};
+
+inline BoxLossOut box_loss(const double* p, const double* t, int kind, double eps, bool want_grad) {
+  const double px1 = p[0], py1 = p[1], px2 = p[2], py2 = p[3];
+  const double tx1 = t[0], ty1 = t[1], tx2 = t[2], ty2 = t[3];
+  const double area_p = (px2 - px1) * (py2 - py1);
+  const double area_t = (tx2 - tx1) * (ty2 - ty1);
+  const double ltx = std::max(px1, tx1), lty = std::max(py1, ty1);
+  const double rbx = std::min(px2, tx2), rby = std::min(py2, ty2);
+  const double iw_raw = rbx - ltx, ih_raw = rby - lty;
+  const double iw = std::max(iw_raw, 0.0), ih = std::max(ih_raw, 0.0);
+  const double overlap = iw * ih;
+  const double uni_raw = area_p + area_t - overlap;
+  const double ueps = kind == 0 ? eps : 1e-6;  // bbox_overlaps' own eps for the IoU loss
+  const double uni = std::max(uni_raw, ueps);
+  const double iou = overlap / uni;
+  BoxLossOut r{};
+  double d_ov = 0, d_u = 0, d_E = 0;
+  double ew = 0, eh = 0, ew_raw = 0, eh_raw = 0, E = 0, enc = 0;
+  if (kind == 0) {
+    const double elx = std::min(px1, tx1), ely = std::min(py1, ty1);
+    const double erx = std::max(px2, tx2), ery = std::max(py2, ty2);
+    ew_raw = erx - elx;
+    eh_raw = ery - ely;
+    ew = std::max(ew_raw, 0.0);
+    eh = std::max(eh_raw, 0.0);
+    enc = ew * eh;
+    E = std::max(enc, eps);
+    const double giou = iou - (E - uni) / E;
+    r.loss = 1.0 - giou;
+    if (!want_grad) return r;
+    // loss = 2 - overlap/u - u/E
+    d_ov = -1.0 / uni;
+    d_u = overlap / (uni * uni) - 1.0 / E;
+    d_E = uni / (E * E);
+  } else {
+    const double ic = std::max(iou, eps);
+    double d_iou = 0;
+    if (kind == 1) {
+      r.loss = 1.0 - ic;
+      d_iou = -1.0;
+    } else if (kind == 2) {
+      r.loss = 1.0 - ic * ic;
+      d_iou = -2.0 * ic;
+    } else {
+      r.loss = -std::log(ic);
+      d_iou = -1.0 / ic;
+    }
+    if (!want_grad) return r;
+    d_iou *= iou >= eps ? 1.0 : 0.0;  // clamp(min=eps) passes the gradient where iou >= eps
+    d_ov = d_iou / uni;
+    d_u = -d_iou * overlap / (uni * uni);
+  }
+  // union = max(uni_raw, eps) (torch.max: half at a tie)
+  const double d_uraw = d_u * share_max(uni_raw, ueps);
+  const double d_area = d_uraw;
+  d_ov += -d_uraw;
+  // overlap = clamp(iw_raw, 0) * clamp(ih_raw, 0); clamp passes where raw >= 0
+  const double d_iw = iw_raw >= 0 ? d_ov * ih : 0.0;
+  const double d_ih = ih_raw >= 0 ? d_ov * iw : 0.0;
+  double* d = r.d;
+  d[0] = d[1] = d[2] = d[3] = 0;
+  // area_p
+  d[2] += d_area * (py2 - py1);
+  d[0] -= d_area * (py2 - py1);
+  d[3] += d_area * (px2 - px1);
+  d[1] -= d_area * (px2 - px1);
+  // iw_raw = min(px2, tx2) - max(px1, tx1)
+  d[2] += d_iw * share_min(px2, tx2);
+  d[0] -= d_iw * share_max(px1, tx1);
+  d[3] += d_ih * share_min(py2, ty2);
+  d[1] -= d_ih * share_max(py1, ty1);
+  if (kind == 0) {
+    const double d_enc = d_E * share_max(enc, eps);
+    const double d_ew = ew_raw >= 0 ? d_enc * eh : 0.0;
+    const double d_eh = eh_raw >= 0 ? d_enc * ew : 0.0;
+    // ew_raw = max(px2, tx2) - min(px1, tx1)
+    d[2] += d_ew * share_max(px2, tx2);
+    d[0] -= d_ew * share_min(px1, tx1);
+    d[3] += d_eh * share_max(py2, ty2);
+    d[1] -= d_eh * share_min(py1, ty1);
+  }
+  return r;
+}
+
+Var box_loss_op(const char* op, const Var& pred, const Tensor& target, int kind, double eps) {
+  check_boxes(op, pred, target);
+  const int64_t N = pred.size(0);
+  const Tensor p = pred.data().contiguous(), t = target.contiguous();
+  Tensor out = Tensor::empty({N}, p.dtype(), p.device());
+  dispatch_float(p.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* pp = p.data<T>();
+    const T* pt = t.data<T>();
+    T* po = out.data<T>();
+#pragma omp parallel for schedule(static) if (N > 4096)
+    for (int64_t i = 0; i < N; ++i) {
+      double a[4], b[4];
+      for (int k = 0; k < 4; ++k) {
+        a[k] = pp[i * 4 + k];
+        b[k] = pt[i * 4 + k];
+      }
+      po[i] = static_cast<T>(box_loss(a, b, kind, eps, false).loss);
+    }
+  });
+  return record(op, out, {&pred}, [op, p, t, kind, eps, N](const Tensor& gin, Grads& gr) {
+    const Tensor g = gin.contiguous();
+    Tensor gx = Tensor::empty(p.shape(), p.dtype(), p.device());
+    dispatch_float(p.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      const T* pp = p.data<T>();
+      const T* pt = t.data<T>();
+      const T* pg = g.data<T>();
+      T* po = gx.data<T>();
+#pragma omp parallel for schedule(static) if (N > 4096)
+      for (int64_t i = 0; i < N; ++i) {
+        double a[4], b[4];
+        for (int k = 0; k < 4; ++k) {
+          a[k] = pp[i * 4 + k];
+          b[k] = pt[i * 4 + k];
+        }
+        const BoxLossOut r = box_loss(a, b, kind, eps, true);
+        const double gv = pg[i];
+        for (int k = 0; k < 4; ++k) po[i * 4 + k] = static_cast<T>(gv * r.d[k]);
+      }
+    });
+    gr.accumulate(0, gx);
+  });
+}
+
+}  // namespace
+
+Var sigmoid_focal_loss(const Var& logits, const Tensor& target, double gamma, double alpha) {
+  KDET_CHECK(gamma >= 0, "sigmoid_focal_loss: gamma must be >= 0, got ", gamma);
+  const bool use_alpha = alpha >= 0;
+  const bool g2 = gamma == 2.0;
+  auto weight = [=](auto t) {
+    using T = decltype(t);
+    return use_alpha ? static_cast<T>(alpha) * t + static_cast<T>(1 - alpha) * (T(1) - t) : T(1);
+  };
+  return elementwise_loss(
+      "sigmoid_focal_loss", logits, target,
+      [=](auto x, auto t) {
+        using T = decltype(x);
+        const T e = std::exp(-std::abs(x));
+        const T p = sigmoid_from(x, e);
+        const T ce = bce_logits(x, t, e);
+        const T q = p + t - T(2) * p * t;  // 1 - p_t = p*(1-t) + (1-p)*t
+        const T qg = g2 ? q * q : static_cast<T>(std::pow(q, static_cast<T>(gamma)));
+        return weight(t) * ce * qg;
+      },
+      [=](auto g, auto x, auto t) {
+        using T = decltype(x);
+        const T e = std::exp(-std::abs(x));
+        const T p = sigmoid_from(x, e);
+        const T ce = bce_logits(x, t, e);
+        const T q = p + t - T(2) * p * t;
+        T qg, dqg;  // q^gamma and d(q^gamma)/dq
+        if (g2) {
+          qg = q * q;
+          dqg = T(2) * q;
+        } else {
+          qg = static_cast<T>(std::pow(q, static_cast<T>(gamma)));
+          if (gamma == 0)
+            dqg = T(0);
+          else if (q > T(0))
+            dqg = static_cast<T>(gamma) * static_cast<T>(std::pow(q, static_cast<T>(gamma - 1)));
+          else
+            dqg = gamma == 1 ? T(1) : (gamma > 1 ? T(0) : std::numeric_limits<T>::infinity());
+        }
+        // d/dx [ce * q^g] = (p - t) q^g + ce * dqg * (1 - 2t) p (1 - p)
+        const T d = (p - t) * qg + ce * dqg * (T(1) - T(2) * t) * p * (T(1) - p);
+        return g * weight(t) * d;
+      });
+}
+
+Var smooth_l1_loss(const Var& pred, const Tensor& target, double beta) {
+  KDET_CHECK(beta >= 0, "smooth_l1_loss: beta must be >= 0, got ", beta);
+  if (beta == 0) return l1_loss(pred, target);
+  return elementwise_loss(
+      "smooth_l1_loss", pred, target,
+      [=](auto x, auto t) {
+        using T = decltype(x);
+        const T b = static_cast<T>(beta);
+        const T d = std::abs(x - t);
+        return d < b ? T(0.5) * d * d / b : d - T(0.5) * b;
+      },
+      [=](auto g, auto x, auto t) {
+        using T = decltype(x);
+        const T b = static_cast<T>(beta);
+        const T d = x - t;
+        const T ad = std::abs(d);
+        const T s = d > T(0) ? T(1) : (d < T(0) ? T(-1) : T(0));
+        return ad < b ? g * d / b : g * s;
+      });
+}
+
+Var l1_loss(const Var& pred, const Tensor& target) {
+  return elementwise_loss(
+      "l1_loss", pred, target, [](auto x, auto t) { return std::abs(x - t); },
+      [](auto g, auto x, auto t) {
+        using T = decltype(x);
+        const T d = x - t;
+        return d > T(0) ? g : (d < T(0) ? -g : T(0));
+      });
+}
+
+Var giou_loss(const Var& pred, const Tensor& target, double eps) {
+  return box_loss_op("giou_loss", pred, target, 0, eps);
+}
+
+Var iou_loss(const Var& pred, const Tensor& target, IoULossMode mode, double eps) {
+  const int kind = mode == IoULossMode::Linear ? 1 : mode == IoULossMode::Square ? 2 : 3;
+  return box_loss_op("iou_loss", pred, target, kind, eps);
+}
+
+Var binary_cross_entropy_with_logits(const Var& logits, const Tensor& target) {
+  return elementwise_loss(
+      "binary_cross_entropy_with_logits", logits, target,
+      [](auto x, auto t) { return bce_logits(x, t, std::exp(-std::abs(x))); },
+      [](auto g, auto x, auto t) { return g * (sigmoid_from(x, std::exp(-std::abs(x))) - t); });
+}
+
+Var binary_cross_entropy(const Var& prob, const Tensor& target) {
+  const char* op = "binary_cross_entropy";
+  check_pair(op, prob, target);
+  bool in_range = true;
+  dispatch_float(prob.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const Tensor p = prob.data().contiguous();
+    const T* pp = p.data<T>();
+    for (int64_t i = 0; i < p.numel(); ++i)
+      if (!(pp[i] >= T(0) && pp[i] <= T(1))) in_range = false;
+  });
+  KDET_CHECK(in_range, op, ": all elements of the input ", prob.data().desc(), " must be between 0 and 1");
+  return elementwise_loss(
+      op, prob, target,
+      [](auto p, auto t) {
+        using T = decltype(p);
+        return (t - T(1)) * std::max(static_cast<T>(std::log1p(-p)), T(-100)) -
+               t * std::max(static_cast<T>(std::log(p)), T(-100));
+      },
+      [](auto g, auto p, auto t) {
+        using T = decltype(p);
+        return g * (p - t) / std::max((T(1) - p) * p, static_cast<T>(1e-12));
+      });
+}
+
+Var cross_entropy(const Var& logits, const Tensor& labels, int64_t ignore_index) {
+  const char* op = "cross_entropy";
+  KDET_CHECK(logits.defined() && labels.defined(), op, ": undefined operand");
+  KDET_CHECK(logits.ndim() == 2, op, ": expected logits [N, C], got ", logits.data().desc());
+  KDET_CHECK(labels.dtype() == DType::I64 && labels.ndim() == 1 && labels.size(0) == logits.size(0), op,
+             ": labels ", labels.desc(), " must be i64 [N] for logits ", logits.data().desc());
+  if (!logits.device().is_cpu()) no_kernel(op, logits.device());  // #if KDET_CUDA: CUDA path goes here
+  const int64_t N = logits.size(0), C = logits.size(1);
+  const Tensor x = logits.data().contiguous(), lab = labels.contiguous();
+  const int64_t* pl = lab.data<int64_t>();
+  for (int64_t i = 0; i < N; ++i)
+    KDET_CHECK(pl[i] == ignore_index || (pl[i] >= 0 && pl[i] < C), op, ": label ", pl[i], " at row ", i,
+               " out of range for ", C, " classes (ignore_index ", ignore_index, ")");
+  auto lse = std::make_shared<std::vector<double>>(N);
+  Tensor out = Tensor::empty({N}, x.dtype(), x.device());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* po = out.data<T>();
+#pragma omp parallel for schedule(static) if (N * C > kGrain)
+    for (int64_t i = 0; i < N; ++i) {
+      const T* r = px + i * C;
+      double m = -std::numeric_limits<double>::infinity();
+      for (int64_t c = 0; c < C; ++c) m = std::max(m, static_cast<double>(r[c]));
+      double s = 0;
+      for (int64_t c = 0; c < C; ++c) s += std::exp(static_cast<double>(r[c]) - m);
+      const double l = m + std::log(s);
+      (*lse)[i] = l;
+      po[i] = pl[i] == ignore_index ? T(0) : static_cast<T>(l - static_cast<double>(r[pl[i]]));
+    }
+  });
+  return record(op, out, {&logits}, [x, lab, lse, N, C, ignore_index](const Tensor& gin, Grads& gr) {
+    const Tensor g = gin.contiguous();
+    Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    dispatch_float(x.dtype(), "cross_entropy", [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = x.data<T>();
+      const T* pg = g.data<T>();
+      const int64_t* pl = lab.data<int64_t>();
+      T* po = gx.data<T>();
+#pragma omp parallel for schedule(static) if (N * C > kGrain)
+      for (int64_t i = 0; i < N; ++i) {
+        T* o = po + i * C;
+        if (pl[i] == ignore_index) {
+          for (int64_t c = 0; c < C; ++c) o[c] = T(0);
+          continue;
+        }
+        const T* r = px + i * C;
+        const double gv = pg[i], l = (*lse)[i];
+        for (int64_t c = 0; c < C; ++c) o[c] = static_cast<T>(gv * std::exp(static_cast<double>(r[c]) - l));
+        o[pl[i]] = static_cast<T>(static_cast<double>(o[pl[i]]) - gv);
+      }
+    });
+    gr.accumulate(0, gx);
+  });
+}
+
+}  // namespace kdet
