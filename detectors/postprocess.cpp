@@ -1,0 +1,127 @@
+#include "detectors/postprocess.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "detectors/nms.h"
+
+namespace kdet {
+
+Tensor dense_to_rows(const Tensor& map_in, int64_t k) {
+  KDET_CHECK(map_in.ndim() == 3 && k > 0 && map_in.size(0) % k == 0, "dense_to_rows: expects [A*", k,
+             ", H, W], got ", map_in.desc());
+  Tensor m = map_in.to(DType::F32).contiguous();
+  const int64_t A = m.size(0) / k, H = m.size(1), W = m.size(2);
+  Tensor out = Tensor::empty({H * W * A, k});
+  const float* p = m.data<float>();
+  float* o = out.data<float>();
+  for (int64_t a = 0; a < A; ++a)
+    for (int64_t c = 0; c < k; ++c) {
+      const float* src = p + (a * k + c) * H * W;
+      for (int64_t hw = 0; hw < H * W; ++hw) o[(hw * A + a) * k + c] = src[hw];
+    }
+  return out;
+}
+
+Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::vector<Tensor>& bbox_preds,
+                             const std::vector<Tensor>& priors, int64_t C, const DeltaXYWHBBoxCoder& coder,
+                             const ImageGeometry& geo, const DenseTestConfig& cfg) {
+  KDET_CHECK(cls_logits.size() == bbox_preds.size() && cls_logits.size() == priors.size(),
+             "dense_postprocess: ", cls_logits.size(), " cls maps, ", bbox_preds.size(), " box maps, ",
+             priors.size(), " prior sets");
+  const std::pair<int64_t, int64_t> max_shape{geo.img_h, geo.img_w};
+  std::vector<float> all_boxes, all_scores;  // variant a: [M,4],[M]; variant b: [M,4],[M,C]
+  std::vector<int64_t> all_labels;
+  for (size_t l = 0; l < cls_logits.size(); ++l) {
+    Tensor logits = dense_to_rows(cls_logits[l], C);
+    Tensor deltas = dense_to_rows(bbox_preds[l], 4);
+    const int64_t n = logits.size(0);
+    KDET_CHECK(deltas.size(0) == n && priors[l].size(0) == n, "dense_postprocess: level ", l, " has ", n,
+               " score rows, ", deltas.size(0), " box rows and ", priors[l].size(0), " priors");
+    std::vector<float> sc(n * C);
+    const float* pl = logits.data<float>();
+    for (int64_t i = 0; i < n * C; ++i) sc[i] = 1.0f / (1.0f + std::exp(-pl[i]));
+    Tensor pri = priors[l].to(DType::F32).contiguous();
+    if (!cfg.legacy) {
+      std::vector<int64_t> cand;
+      for (int64_t i = 0; i < n * C; ++i)
+        if (sc[i] > static_cast<float>(cfg.score_thr)) cand.push_back(i);
+      std::stable_sort(cand.begin(), cand.end(), [&](int64_t a, int64_t b) { return sc[a] > sc[b]; });
+      const int64_t k = std::min<int64_t>(cfg.nms_pre, static_cast<int64_t>(cand.size()));
+      if (k == 0) continue;
+      Tensor kp = Tensor::empty({k, 4}), kd = Tensor::empty({k, 4});
+      const float* pp = pri.data<float>();
+      const float* pd = deltas.data<float>();
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t row = cand[j] / C;
+        std::copy(pp + row * 4, pp + row * 4 + 4, kp.data<float>() + j * 4);
+        std::copy(pd + row * 4, pd + row * 4 + 4, kd.data<float>() + j * 4);
+        all_scores.push_back(sc[cand[j]]);
+        all_labels.push_back(cand[j] % C);
+      }
+      Tensor dec = coder.decode(kp, kd, max_shape);
+      all_boxes.insert(all_boxes.end(), dec.data<float>(), dec.data<float>() + k * 4);
+    } else {
+      std::vector<int64_t> rows(n);
+      std::iota(rows.begin(), rows.end(), 0);
+      if (cfg.nms_pre > 0 && n > cfg.nms_pre) {
+        std::vector<float> mx(n);
+        for (int64_t i = 0; i < n; ++i) mx[i] = *std::max_element(sc.begin() + i * C, sc.begin() + (i + 1) * C);
+        std::stable_sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) { return mx[a] > mx[b]; });
+        rows.resize(cfg.nms_pre);
+      }
+      const int64_t k = static_cast<int64_t>(rows.size());
+      if (k == 0) continue;
+      Tensor kp = Tensor::empty({k, 4}), kd = Tensor::empty({k, 4});
+      const float* pp = pri.data<float>();
+      const float* pd = deltas.data<float>();
+      for (int64_t j = 0; j < k; ++j) {
+        std::copy(pp + rows[j] * 4, pp + rows[j] * 4 + 4, kp.data<float>() + j * 4);
+        std::copy(pd + rows[j] * 4, pd + rows[j] * 4 + 4, kd.data<float>() + j * 4);
+        all_scores.insert(all_scores.end(), sc.begin() + rows[j] * C, sc.begin() + (rows[j] + 1) * C);
+      }
+      Tensor dec = coder.decode(kp, kd, max_shape);
+      all_boxes.insert(all_boxes.end(), dec.data<float>(), dec.data<float>() + k * 4);
+    }
+  }
+  const int64_t m = static_cast<int64_t>(all_boxes.size() / 4);
+  if (m == 0) return Detections::empty();
+  if (cfg.rescale)
+    for (int64_t i = 0; i < m; ++i)
+      for (int k = 0; k < 4; ++k) all_boxes[i * 4 + k] /= static_cast<float>(geo.scale_factor[k]);
+  if (cfg.legacy) {
+    std::vector<float> s2(m * (C + 1), 0.f);
+    for (int64_t i = 0; i < m; ++i) std::copy(&all_scores[i * C], &all_scores[i * C] + C, &s2[i * (C + 1)]);
+    return multiclass_nms(Tensor::from_vector(all_boxes, Shape{m, 4}), Tensor::from_vector(s2, Shape{m, C + 1}),
+                          cfg.score_thr, cfg.nms_iou, cfg.max_per_img);
+  }
+  if (cfg.drop_empty_boxes) {
+    std::vector<float> b2, s2;
+    std::vector<int64_t> l2;
+    for (int64_t i = 0; i < m; ++i) {
+      const float* b = &all_boxes[i * 4];
+      if (b[2] - b[0] > 0 && b[3] - b[1] > 0) {
+        b2.insert(b2.end(), b, b + 4);
+        s2.push_back(all_scores[i]);
+        l2.push_back(all_labels[i]);
+      }
+    }
+    all_boxes.swap(b2), all_scores.swap(s2), all_labels.swap(l2);
+  }
+  const int64_t m2 = static_cast<int64_t>(all_scores.size());
+  if (m2 == 0) return Detections::empty();
+  auto r = batched_nms(Tensor::from_vector(all_boxes, Shape{m2, 4}), Tensor::from_vector(all_scores, Shape{m2}),
+                       Tensor::from_vector(all_labels, Shape{m2}), cfg.nms_iou);
+  const int64_t k = std::min<int64_t>(r.keep.numel(), cfg.max_per_img);
+  auto keep = r.keep.to_vector<int64_t>();
+  std::vector<int64_t> lab(k);
+  for (int64_t i = 0; i < k; ++i) lab[i] = all_labels[keep[i]];
+  Detections d;
+  d.boxes = r.boxes.slice(0, 0, k).contiguous();
+  d.scores = r.scores.slice(0, 0, k).contiguous();
+  d.labels = Tensor::from_vector(lab, Shape{k});
+  return d;
+}
+
+}  // namespace kdet
