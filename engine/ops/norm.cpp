@@ -137,17 +137,17 @@ void bn_backward(const Tensor& g, const Tensor& x, const Tensor& w, int64_t N, i
     sgxhat[c] = a1 * invstd[c];
   }
   if (gw) {
-    *gw = Tensor::empty({C}, x.dtype(), x.device());
+    *gw = Tensor::empty({C}, g.dtype(), g.device());
     T* p = gw->data<T>();
     for (int64_t c = 0; c < C; ++c) p[c] = static_cast<T>(sgxhat[c]);
   }
   if (gb) {
-    *gb = Tensor::empty({C}, x.dtype(), x.device());
+    *gb = Tensor::empty({C}, g.dtype(), g.device());
     T* p = gb->data<T>();
     for (int64_t c = 0; c < C; ++c) p[c] = static_cast<T>(sg[c]);
   }
   if (gx) {
-    *gx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    *gx = Tensor::empty(g.shape(), g.dtype(), g.device());
     T* po = gx->data<T>();
     const double M = static_cast<double>(N * S);
 #pragma omp parallel for schedule(static) if (planes * S > kGrain)
