@@ -1,0 +1,48 @@
+// distill/loss_ssim.h — SSIM-KD: structural KD (de Rijk et al., NeurIPS'22), kd_losses.md §5.
+//
+// Per level: x = φ(f_i(S_i)), y = φ(T_i); f_i = 1×1 adapter (always present); φ = per-(image, channel)
+// min-max over H×W: (v − min)/(max − min + ε). SSIM per element with a w×w Gaussian window (σ), applied
+// depthwise with zero "same" padding ⌊w/2⌋ (so levels smaller than the window work):
+//   μ = g∗x, σ² = g∗x² − μ², σ_xy = g∗(xy) − μ_xμ_y,
+//   SSIM = ((2μ_xμ_y + C1)(2σ_xy + C2)) / ((μ_x² + μ_y² + C1)(σ_x² + σ_y² + C2)), C1 = (K1·L)², C2 = (K2·L)².
+//   ssim_loss_i = mean over N·C·H·W of (1 − SSIM);  loss = λ·Σ_i ssim_loss_i.
+// Parameters: level<i>.weight [C_t, C_s, 1, 1], level<i>.bias [C_t].
+// Terms: level<i>.ssim_loss, ssim_loss. Mids: "window" [w, w]; level<i>.{s_aligned, s_norm, t_norm, ssim_map}.
+#pragma once
+#include <utility>
+#include <vector>
+
+#include "distill/kd_common.h"
+
+namespace kdet::kd {
+
+struct SSIMConfig {
+  double loss_weight = 1.0;
+  int64_t window_size = 11;
+  double sigma = 1.5;
+  double K1 = 0.01, K2 = 0.03, L = 1.0;
+  double minmax_eps = 1e-12;
+};
+
+// outer(g, g) with g_j = exp(−(j − ⌊w/2⌋)²/(2σ²)) normalised to sum 1; [w, w] f64.
+Tensor gaussian_window(int64_t w, double sigma);
+
+class SSIMKDLoss : public Module {
+ public:
+  SSIMKDLoss(const std::vector<std::pair<int64_t, int64_t>>& channels, const SSIMConfig& cfg);
+  const char* type_name() const override { return "SSIMKDLoss"; }
+  KdResult forward(const std::vector<Var>& S, const std::vector<Tensor>& T, MidSink* mid = nullptr);
+  const SSIMConfig& config() const { return cfg_; }
+
+ private:
+  SSIMConfig cfg_;
+  std::vector<Conv2d*> adapters_;
+};
+
+// Per-(image, channel) min-max rescaling of x [N, C, H, W] (differentiable; torch amin/amax gradient
+// rule, split evenly between tied extrema).
+Var minmax_normalize(const Var& x, double eps);
+// The SSIM map of x and y [N, C, H, W] (x differentiable, y any), window [w, w] of x's dtype.
+Var ssim_map(const Var& x, const Var& y, const Tensor& window, double C1, double C2);
+
+}  // namespace kdet::kd
