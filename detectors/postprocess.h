@@ -27,11 +27,6 @@ struct DenseTestConfig {
   bool drop_empty_boxes = false;  // mmdet 3.x: drop w <= 0 or h <= 0 after rescale, before NMS
 };
 
-struct ImageGeometry {
-  int64_t img_h = 0, img_w = 0;                    // resized, unpadded
-  std::array<double, 4> scale_factor{1, 1, 1, 1};  // w, h, w, h
-};
-
 // cls_logits[l]: [A*C, H, W] (one image), bbox_preds[l]: [A*4, H, W], priors[l]: [H*W*A, 4].
 Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::vector<Tensor>& bbox_preds,
                              const std::vector<Tensor>& priors, int64_t num_classes,

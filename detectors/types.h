@@ -4,6 +4,7 @@
 //   LossList:   named scalar losses in mmdet's log order and names ("loss_cls", "loss_bbox", ...).
 //               The total training loss is their sum (total_loss).
 #pragma once
+#include <array>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +22,22 @@ struct Detections {
   static Detections empty() {
     return {Tensor::zeros({0, 4}), Tensor::zeros({0}), Tensor::zeros({0}, DType::I64)};
   }
+};
+
+// Per-image geometry the heads need (mmdet img_meta): img_shape (resized, unpadded), pad_shape (padded
+// to the size divisor; 0 = the whole batch tensor) and scale_factor (w, h, w, h).
+struct ImageGeometry {
+  int64_t img_h = 0, img_w = 0;
+  std::array<double, 4> scale_factor{1, 1, 1, 1};
+  int64_t pad_h = 0, pad_w = 0;
+};
+
+// Ground truth of one image in network-input coordinates.
+struct GtInstances {
+  Tensor boxes;   // f32 [G, 4]
+  Tensor labels;  // i64 [G], 0..C-1
+  Tensor ignore;  // f32 [K, 4] ignore regions (crowd); may be undefined / empty
+  int64_t size() const { return boxes.defined() ? boxes.size(0) : 0; }
 };
 
 using LossList = std::vector<std::pair<std::string, Var>>;

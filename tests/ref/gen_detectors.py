@@ -374,9 +374,183 @@ def gen_postprocess(w):
     w.save("det_postprocess", t, {"C": str(C), "img_shape": "120x150", "nms_pre": "200", "max": "60"})
 
 
+# ----------------------------------------------------------------------------------------- RetinaHead
+class _ConvModule(torch.nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(cin, cout, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class RetinaHeadRef(torch.nn.Module):
+    """mmdet RetinaHead (norm_cfg None), same module names."""
+
+    def __init__(self, C, cin, feat, stacked, A=9):
+        super().__init__()
+        self.cls_convs = torch.nn.ModuleList([_ConvModule(cin if i == 0 else feat, feat) for i in range(stacked)])
+        self.reg_convs = torch.nn.ModuleList([_ConvModule(cin if i == 0 else feat, feat) for i in range(stacked)])
+        self.retina_cls = torch.nn.Conv2d(feat, A * C, 3, padding=1)
+        self.retina_reg = torch.nn.Conv2d(feat, A * 4, 3, padding=1)
+
+    def forward(self, feats):
+        cls, reg = [], []
+        for x in feats:
+            c, r = x, x
+            for m in self.cls_convs:
+                c = m(c)
+            for m in self.reg_convs:
+                r = m(r)
+            cls.append(self.retina_cls(c))
+            reg.append(self.retina_reg(r))
+        return cls, reg
+
+
+def py_sigmoid_focal_loss(pred, target, gamma=2.0, alpha=0.25):
+    pred_sigmoid = pred.sigmoid()
+    target = target.type_as(pred)
+    pt = (1 - pred_sigmoid) * target + pred_sigmoid * (1 - target)
+    focal_weight = (alpha * target + (1 - alpha) * (1 - target)) * pt.pow(gamma)
+    return torch.nn.functional.binary_cross_entropy_with_logits(pred, target, reduction="none") * focal_weight
+
+
+def aligned_giou(pred, target, eps=1e-6):
+    area1 = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
+    area2 = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
+    lt = torch.max(pred[:, :2], target[:, :2])
+    rb = torch.min(pred[:, 2:], target[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    overlap = wh[:, 0] * wh[:, 1]
+    union = area1 + area2 - overlap
+    elt = torch.min(pred[:, :2], target[:, :2])
+    erb = torch.max(pred[:, 2:], target[:, 2:])
+    eps_t = union.new_tensor([eps])
+    union = torch.max(union, eps_t)
+    ious = overlap / union
+    ewh = (erb - elt).clamp(min=0)
+    enclose = torch.max(ewh[:, 0] * ewh[:, 1], eps_t)
+    return ious - (enclose - union) / enclose
+
+
+def mmdet_retina_loss(cls_scores, bbox_preds, gt_bboxes, gt_labels, img_shapes, pad_shapes, C, giou=False):
+    """AnchorHead.loss (mmdet 2.25) with RetinaNet's train_cfg: allowed_border -1, PseudoSampler."""
+    N = cls_scores[0].size(0)
+    sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+    level_anchors = retina_anchors(sizes)
+    flat = torch.cat(level_anchors)
+    all_labels, all_lw, all_bt, all_bw = [], [], [], []
+    num_total_pos = 0
+    for n in range(N):
+        valid = torch.cat([mmdet_valid_flags(h, w_, pad_shapes[n][0], pad_shapes[n][1], s, 9)
+                           for s, (h, w_) in zip(STRIDES, sizes)])
+        anchors = flat[valid]
+        assigned, _, labels_a = mmdet_max_iou_assign(anchors, gt_bboxes[n], gt_labels[n])
+        pos = torch.nonzero(assigned > 0, as_tuple=False).squeeze(-1).unique()
+        neg = torch.nonzero(assigned == 0, as_tuple=False).squeeze(-1).unique()
+        nv = anchors.size(0)
+        bt = torch.zeros_like(anchors)
+        bw = torch.zeros_like(anchors)
+        labels = anchors.new_full((nv,), C, dtype=torch.long)
+        lw = anchors.new_zeros(nv, dtype=torch.float)
+        if len(pos) > 0:
+            pos_gt = gt_bboxes[n][assigned[pos] - 1]
+            bt[pos] = pos_gt if giou else bbox2delta(anchors[pos], pos_gt)
+            bw[pos] = 1.0
+            labels[pos] = gt_labels[n][assigned[pos] - 1]
+            lw[pos] = 1.0
+        if len(neg) > 0:
+            lw[neg] = 1.0
+        num_total_pos += max(pos.numel(), 1)
+
+        def unmap(data, fill):
+            ret = data.new_full((flat.size(0),) + data.size()[1:], fill)
+            ret[valid] = data
+            return ret
+        all_labels.append(unmap(labels, C))
+        all_lw.append(unmap(lw, 0))
+        all_bt.append(unmap(bt, 0))
+        all_bw.append(unmap(bw, 0))
+    eps = torch.finfo(torch.float32).eps
+    loss_cls, loss_bbox = 0, 0
+    start = 0
+    for l, (cs, bp) in enumerate(zip(cls_scores, bbox_preds)):
+        k = level_anchors[l].size(0)
+        lab = torch.stack([x[start:start + k] for x in all_labels]).reshape(-1)
+        lw = torch.stack([x[start:start + k] for x in all_lw]).reshape(-1)
+        bt = torch.stack([x[start:start + k] for x in all_bt]).reshape(-1, 4)
+        bw = torch.stack([x[start:start + k] for x in all_bw]).reshape(-1, 4)
+        start += k
+        cs = cs.permute(0, 2, 3, 1).reshape(-1, C)
+        target = torch.nn.functional.one_hot(lab, num_classes=C + 1)[:, :C]
+        lc = py_sigmoid_focal_loss(cs, target) * lw.view(-1, 1)
+        loss_cls = loss_cls + lc.sum() / (num_total_pos + eps)
+        bp = bp.permute(0, 2, 3, 1).reshape(-1, 4)
+        if giou:
+            anchors = level_anchors[l].repeat(N, 1)
+            dec = delta2bbox(anchors, bp)
+            lb = (1 - aligned_giou(dec, bt)) * bw.mean(-1)
+        else:
+            lb = (bp - bt).abs() * bw
+        loss_bbox = loss_bbox + lb.sum() / (num_total_pos + eps)
+    return loss_cls, loss_bbox
+
+
+def gen_retina_head(w):
+    g = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    C, cin, feat, S = 4, 8, 8, 2
+    head = RetinaHeadRef(C, cin, feat, S)
+    with torch.no_grad():
+        for name, p in head.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.08 if name.endswith("weight") else 0.05))
+        head.retina_cls.bias.sub_(2.0)
+    N, H, W = 2, 64, 96
+    sizes = [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]
+    feats = [torch.randn(N, cin, h, w_, generator=g) for h, w_ in sizes]
+    img_shapes = [(64, 90), (40, 60)]
+    pad_shapes = [(64, 96), (64, 64)]
+    gt_bboxes = [torch.tensor([[5.0, 6.0, 40.0, 30.0], [50.0, 10.0, 88.0, 60.0], [20.0, 20.0, 36.0, 52.0]]),
+                 torch.tensor([[10.0, 4.0, 50.0, 38.0]])]
+    gt_labels = [torch.tensor([0, 3, 1]), torch.tensor([2])]
+    t = {}
+    for k, v in head.state_dict().items():
+        t["head." + k] = v
+    for l, f in enumerate(feats):
+        t[f"feat{l}"] = f
+    cls, reg = head(feats)
+    for l in range(5):
+        t[f"cls{l}"], t[f"reg{l}"] = cls[l], reg[l]
+    for n in range(N):
+        t[f"gt_boxes{n}"], t[f"gt_labels{n}"] = gt_bboxes[n], gt_labels[n]
+    lc, lb = mmdet_retina_loss(cls, reg, gt_bboxes, gt_labels, img_shapes, pad_shapes, C)
+    t["loss_cls"], t["loss_bbox"] = lc, lb
+    head.zero_grad()
+    (lc + lb).backward()
+    for k, p in head.named_parameters():
+        t["grad." + k] = p.grad.clone()
+    cls, reg = head(feats)
+    lcg, lbg = mmdet_retina_loss(cls, reg, gt_bboxes, gt_labels, img_shapes, pad_shapes, C, giou=True)
+    t["giou_loss_cls"], t["giou_loss_bbox"] = lcg, lbg
+    head.zero_grad()
+    lbg.backward()
+    for k in ["retina_reg.weight", "retina_reg.bias"]:
+        t["giou_grad." + k] = dict(head.named_parameters())[k].grad.clone()
+    # detections (mmdet 2.18+ inference) per image, scale factors (1.5, 1.6)
+    with torch.no_grad():
+        cls, reg = head(feats)
+        priors = retina_anchors(sizes)
+        for n in range(N):
+            sf = [1.5, 1.6, 1.5, 1.6]
+            b, s, lab = mmdet_retina_postprocess([c[n] for c in cls], [r[n] for r in reg], priors, img_shapes[n], sf, C)
+            t[f"det_boxes{n}"], t[f"det_scores{n}"], t[f"det_labels{n}"] = b, s, lab
+    w.save("det_retina_head", t, {"C": str(C), "in": str(cin), "feat": str(feat), "stacked": str(S)})
+
+
 def generate(w):
     gen_anchors(w)
     gen_boxes(w)
     gen_assigner(w)
     gen_nms(w)
     gen_postprocess(w)
+    gen_retina_head(w)

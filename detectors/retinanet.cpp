@@ -1,0 +1,136 @@
+#include "detectors/retinanet.h"
+
+#include <optional>
+
+namespace kdet {
+
+void RetinaNetConfig::sync_channels() {
+  const int64_t e = backbone.depth >= 50 ? 4 : 1;
+  neck.in_channels.clear();
+  for (int i : backbone.out_indices) neck.in_channels.push_back(backbone.base_channels * (int64_t{1} << i) * e);
+  head.in_channels = neck.out_channels;
+}
+
+RetinaNetConfig RetinaNetConfig::mmdet(int depth, int64_t num_classes) {
+  RetinaNetConfig c;
+  c.backbone = resnet_cfg(depth, 1, true);
+  const int64_t e = depth >= 50 ? 4 : 1;
+  c.neck = retinanet_fpn_cfg({64 * e, 128 * e, 256 * e, 512 * e}, 256);
+  c.head.num_classes = num_classes;
+  c.head.in_channels = c.head.feat_channels = 256;
+  return c;
+}
+
+RetinaNetConfig RetinaNetConfig::mmdet_resnext(int depth, int64_t groups, int64_t base_width, int64_t num_classes) {
+  RetinaNetConfig c = mmdet(depth, num_classes);
+  c.backbone = resnext_cfg(depth, groups, base_width, 1, true);
+  return c;
+}
+
+RetinaNetConfig RetinaNetConfig::small(int depth, int64_t base, int64_t width, int64_t stacked, int64_t num_classes) {
+  RetinaNetConfig c = mmdet(depth, num_classes);
+  c.backbone.base_channels = base;
+  const int64_t e = depth >= 50 ? 4 : 1;
+  c.neck = retinanet_fpn_cfg({base * e, 2 * base * e, 4 * base * e, 8 * base * e}, width);
+  c.head.in_channels = c.head.feat_channels = width;
+  c.head.stacked_convs = stacked;
+  return c;
+}
+
+RetinaNet::RetinaNet(RetinaNetConfig cfg) : cfg_(std::move(cfg)) {
+  backbone_ = &register_module("backbone", std::make_unique<ResNet>(cfg_.backbone));
+  KDET_CHECK(backbone_->out_channels() == cfg_.neck.in_channels, "RetinaNet: backbone gives ",
+             Shape(backbone_->out_channels()), " channels, neck expects ", Shape(cfg_.neck.in_channels),
+             " (call RetinaNetConfig::sync_channels after editing the backbone)");
+  KDET_CHECK(cfg_.head.in_channels == cfg_.neck.out_channels, "RetinaNet: neck gives ", cfg_.neck.out_channels,
+             " channels, head expects ", cfg_.head.in_channels);
+  neck_ = &register_module("neck", std::make_unique<FPN>(cfg_.neck));
+  head_ = &register_module("bbox_head", std::make_unique<RetinaHead>(cfg_.head));
+  KDET_CHECK(cfg_.neck.num_outs == head_->anchor_generator().num_levels(), "RetinaNet: neck has ",
+             cfg_.neck.num_outs, " outputs, head has ", head_->anchor_generator().num_levels(), " anchor levels");
+}
+
+void RetinaNet::init_weights(Generator& g) {
+  backbone_->init_weights(g);
+  neck_->init_weights(g);
+  head_->init_weights(g);
+}
+
+RetinaNetTaps RetinaNet::forward(const Var& images) {
+  KDET_CHECK(images.ndim() == 4 && images.size(1) == cfg_.backbone.in_channels, "RetinaNet: images ",
+             images.data().desc(), " expected [N, ", cfg_.backbone.in_channels, ", H, W]");
+  RetinaNetTaps t;
+  t.backbone = backbone_->forward(images);
+  t.neck = neck_->forward(t.backbone);
+  t.head = head_->forward(t.neck);
+  return t;
+}
+
+std::vector<Var> RetinaNet::extract_feat(const Var& images) { return neck_->forward(backbone_->forward(images)); }
+
+std::vector<GtInstances> RetinaNet::gt_instances(const data::Batch& batch) {
+  std::vector<GtInstances> out;
+  for (const auto& anns : batch.gts) {
+    std::vector<float> b, ig;
+    std::vector<int64_t> l;
+    for (const auto& a : anns) {
+      if (a.ignore) {
+        ig.insert(ig.end(), {a.x1, a.y1, a.x2, a.y2});
+      } else {
+        b.insert(b.end(), {a.x1, a.y1, a.x2, a.y2});
+        l.push_back(a.label);
+      }
+    }
+    const int64_t g = static_cast<int64_t>(l.size()), k = static_cast<int64_t>(ig.size() / 4);
+    out.push_back({Tensor::from_vector(b, Shape{g, 4}), Tensor::from_vector(l, Shape{g}),
+                   Tensor::from_vector(ig, Shape{k, 4})});
+  }
+  return out;
+}
+
+std::vector<ImageGeometry> RetinaNet::geometry(const data::Batch& batch) {
+  std::vector<ImageGeometry> out;
+  for (const auto& m : batch.metas) {
+    ImageGeometry g;
+    g.img_h = m.img_h, g.img_w = m.img_w;
+    g.pad_h = m.pad_h, g.pad_w = m.pad_w;
+    g.scale_factor = {m.scale_w, m.scale_h, m.scale_w, m.scale_h};
+    out.push_back(g);
+  }
+  return out;
+}
+
+LossList RetinaNet::loss(const data::Batch& batch, RetinaNetTaps* taps) {
+  KDET_CHECK(batch.gts.size() == batch.size(), "RetinaNet::loss: ", batch.size(), " images, ", batch.gts.size(),
+             " GT lists");
+  RetinaNetTaps t = forward(Var(batch.images));
+  LossList l = head_->loss(t.head, gt_instances(batch), geometry(batch));
+  if (taps) *taps = std::move(t);
+  return l;
+}
+
+std::vector<Detections> RetinaNet::predict(const data::Batch& batch, bool rescale, RetinaNetTaps* taps) {
+  std::optional<NoGradGuard> ng;
+  if (!taps) ng.emplace();
+  RetinaNetTaps t = forward(Var(batch.images));
+  auto geo = geometry(batch);
+  DenseTestConfig tc = cfg_.head.test;
+  tc.rescale = rescale;
+  std::vector<Detections> d = head_->predict(t.head, geo, &tc);
+  // Flipped inputs (train-time metas): un-flip in original coordinates (x' = img_w / w_scale - x).
+  for (size_t n = 0; n < d.size(); ++n) {
+    const auto& m = batch.metas[n];
+    if (!m.flip || d[n].size() == 0) continue;
+    const float W = rescale ? static_cast<float>(m.img_w) / m.scale_w : static_cast<float>(m.img_w);
+    float* b = d[n].boxes.data<float>();
+    for (int64_t i = 0; i < d[n].size(); ++i) {
+      const float x1 = b[i * 4], x2 = b[i * 4 + 2];
+      b[i * 4] = W - x2;
+      b[i * 4 + 2] = W - x1;
+    }
+  }
+  if (taps) *taps = std::move(t);
+  return d;
+}
+
+}  // namespace kdet

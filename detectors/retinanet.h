@@ -1,0 +1,75 @@
+// detectors/retinanet.h — RetinaNet = ResNet/ResNeXt backbone -> FPN (P3..P7) -> RetinaHead, with
+// MMDetection state-dict names ("backbone.*", "neck.*", "bbox_head.*") and semantics.
+//
+//   RetinaNet model(RetinaNetConfig::mmdet(50));     // retinanet_r50_fpn_1x_coco
+//   model.init_weights(gen);  or  model.load("retinanet_r50.safetensors");
+//   LossList l = model.loss(batch);  total_loss(l).backward();
+//   std::vector<Detections> d = model.predict(batch);  // original-image boxes (rescale)
+//
+// Distillation taps: forward(images) returns every intermediate the KD losses use: the backbone
+// stages (C2..C5), the FPN levels (P3..P7 = neck.fpn_convs.{i}.conv outputs) and the head's
+// per-level tower features and cls / reg maps. loss(batch, &taps) / predict(batch, &taps) fill them.
+#pragma once
+#include <vector>
+
+#include "data/types.h"
+#include "detectors/retina_head.h"
+#include "layers/fpn.h"
+#include "layers/resnet.h"
+
+namespace kdet {
+
+struct RetinaNetConfig {
+  ResNetCfg backbone;
+  FPNCfg neck;
+  RetinaHeadConfig head;
+
+  // mmdet retinanet_r{depth}_fpn_1x_coco (depth 18, 34, 50, 101): frozen_stages 1, norm_eval,
+  // FPN 256 on_input, head 256 x 4 convs, 80 classes.
+  static RetinaNetConfig mmdet(int depth, int64_t num_classes = 80);
+  // mmdet retinanet_x101_{groups}x{width}d_fpn_1x_coco.
+  static RetinaNetConfig mmdet_resnext(int depth, int64_t groups, int64_t base_width, int64_t num_classes = 80);
+  // A narrow variant for CPU experiments: ResNet-`depth` with base_channels `base`, FPN / head width
+  // `width`, `stacked` head convs.
+  static RetinaNetConfig small(int depth, int64_t base, int64_t width, int64_t stacked, int64_t num_classes);
+  // Re-derives neck.in_channels from the backbone (call after editing backbone fields).
+  void sync_channels();
+};
+
+struct RetinaNetTaps {
+  std::vector<Var> backbone;  // C2..C5 (the backbone's out_indices)
+  std::vector<Var> neck;      // P3..P7
+  RetinaHeadOutputs head;
+};
+
+class RetinaNet : public Module {
+ public:
+  explicit RetinaNet(RetinaNetConfig cfg);
+  const char* type_name() const override { return "RetinaNet"; }
+  const RetinaNetConfig& config() const { return cfg_; }
+  ResNet& backbone() { return *backbone_; }
+  FPN& neck() { return *neck_; }
+  RetinaHead& bbox_head() { return *head_; }
+  int64_t num_classes() const { return cfg_.head.num_classes; }
+
+  void init_weights(Generator& g) override;  // backbone Kaiming, FPN Xavier, head Normal(0.01)/prior bias
+
+  // images [N, 3, H, W] -> every intermediate (taps).
+  RetinaNetTaps forward(const Var& images);
+  std::vector<Var> extract_feat(const Var& images);  // FPN outputs
+
+  LossList loss(const data::Batch& batch, RetinaNetTaps* taps = nullptr);
+  std::vector<Detections> predict(const data::Batch& batch, bool rescale = true, RetinaNetTaps* taps = nullptr);
+
+  // Batch -> what the head consumes. Ignore-flagged boxes become ignore regions.
+  static std::vector<GtInstances> gt_instances(const data::Batch& batch);
+  static std::vector<ImageGeometry> geometry(const data::Batch& batch);
+
+ private:
+  RetinaNetConfig cfg_;
+  ResNet* backbone_;
+  FPN* neck_;
+  RetinaHead* head_;
+};
+
+}  // namespace kdet
