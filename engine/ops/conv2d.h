@@ -45,6 +45,8 @@ template <class T>
 void conv2d_backward_weight(const Tensor& gy, const Tensor& x, Tensor& gw, const Conv2dArgs& a);
 template <class T>
 void conv2d_backward_bias(const Tensor& gy, Tensor& gb);
+// Size of the im2col chunk (default 2 MiB; 0 restores it). Tests shrink it to exercise chunk edges.
+void set_conv2d_chunk_bytes(int64_t bytes);
 }  // namespace cpu
 
 }  // namespace kdet

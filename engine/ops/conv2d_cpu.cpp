@@ -43,64 +43,86 @@ inline void valid_range(int64_t L, int64_t O, int64_t s, int64_t p, int64_t kd, 
   hi = std::max(lo, std::min(hi, O));
 }
 
-// col [C·KK, P] from one image x [C, H, W].
+// Output-pixel chunk [j0, j0+jn) of im2col for one image x [C, H, W]: col [C·KK, jn] (row stride jn).
 template <class T>
-void im2col(const T* x, T* col, const Geom& g, const Conv2dArgs& a) {
-  const int64_t rows = g.C * g.KK;
-#pragma omp parallel for schedule(static) if (rows * g.P > (1 << 16))
+void im2col(const T* x, T* col, int64_t j0, int64_t jn, const Geom& g, const Conv2dArgs& a) {
+  const int64_t rows = g.C * g.KK, j1 = j0 + jn;
+#pragma omp parallel for schedule(static) if (rows * jn > (1 << 15))
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t c = r / g.KK, kh = (r / g.KW) % g.KH, kw = r % g.KW;
     const T* xc = x + c * g.HW;
-    T* dst = col + r * g.P;
+    T* dst = col + r * jn - j0;  // dst[p] for p in [j0, j1)
     int64_t oh_lo, oh_hi, ow_lo, ow_hi;
     valid_range(g.H, g.Ho, a.stride_h, a.pad_h, kh * a.dilation_h, oh_lo, oh_hi);
     valid_range(g.W, g.Wo, a.stride_w, a.pad_w, kw * a.dilation_w, ow_lo, ow_hi);
-    std::fill(dst, dst + oh_lo * g.Wo, T(0));
-    for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
-      T* d = dst + oh * g.Wo;
+    for (int64_t oh = j0 / g.Wo; oh * g.Wo < j1; ++oh) {
+      const int64_t pa = std::max(j0, oh * g.Wo), pb = std::min(j1, (oh + 1) * g.Wo);  // pixels of this row
+      T* d = dst + oh * g.Wo;  // d[ow]
+      const int64_t a0 = pa - oh * g.Wo, a1 = pb - oh * g.Wo;
+      if (oh < oh_lo || oh >= oh_hi) {
+        std::fill(d + a0, d + a1, T(0));
+        continue;
+      }
       const T* src = xc + (oh * a.stride_h - a.pad_h + kh * a.dilation_h) * g.W - a.pad_w + kw * a.dilation_w;
-      for (int64_t ow = 0; ow < ow_lo; ++ow) d[ow] = T(0);
+      const int64_t lo = std::clamp(ow_lo, a0, a1), hi = std::clamp(ow_hi, lo, a1);
+      for (int64_t ow = a0; ow < lo; ++ow) d[ow] = T(0);
       if (a.stride_w == 1) {
-        std::memcpy(d + ow_lo, src + ow_lo, (ow_hi - ow_lo) * sizeof(T));
+        if (hi > lo) std::memcpy(d + lo, src + lo, (hi - lo) * sizeof(T));
       } else {
         const int64_t s = a.stride_w;
-        for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = src[ow * s];
+        for (int64_t ow = lo; ow < hi; ++ow) d[ow] = src[ow * s];
       }
-      for (int64_t ow = ow_hi; ow < g.Wo; ++ow) d[ow] = T(0);
+      for (int64_t ow = hi; ow < a1; ++ow) d[ow] = T(0);
     }
-    std::fill(dst + oh_hi * g.Wo, dst + g.P, T(0));
   }
 }
 
-// dx [C, H, W] = col2im(col [C·KK, P]); threads own channels, taps summed in a fixed order.
+// dx [C, H, W] += col2im of the chunk col [C·KK, jn] (pixels [j0, j0+jn)); threads own channels and add
+// the taps in a fixed order, so the result is deterministic.
 template <class T>
-void col2im(const T* col, T* dx, const Geom& g, const Conv2dArgs& a) {
-#pragma omp parallel for schedule(static) if (g.C * g.KK * g.P > (1 << 16))
+void col2im_add(const T* col, T* dx, int64_t j0, int64_t jn, const Geom& g, const Conv2dArgs& a) {
+  const int64_t j1 = j0 + jn;
+#pragma omp parallel for schedule(static) if (g.C * g.KK * jn > (1 << 15))
   for (int64_t c = 0; c < g.C; ++c) {
     T* xc = dx + c * g.HW;
-    std::fill(xc, xc + g.HW, T(0));
     for (int64_t kh = 0; kh < g.KH; ++kh)
       for (int64_t kw = 0; kw < g.KW; ++kw) {
-        const T* src = col + ((c * g.KH + kh) * g.KW + kw) * g.P;
+        const T* src = col + ((c * g.KH + kh) * g.KW + kw) * jn - j0;
         int64_t oh_lo, oh_hi, ow_lo, ow_hi;
         valid_range(g.H, g.Ho, a.stride_h, a.pad_h, kh * a.dilation_h, oh_lo, oh_hi);
         valid_range(g.W, g.Wo, a.stride_w, a.pad_w, kw * a.dilation_w, ow_lo, ow_hi);
-        for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+        const int64_t oh_a = std::max(oh_lo, j0 / g.Wo);
+        for (int64_t oh = oh_a; oh < oh_hi && oh * g.Wo < j1; ++oh) {
+          const int64_t a0 = std::max(j0, oh * g.Wo) - oh * g.Wo, a1 = std::min(j1, (oh + 1) * g.Wo) - oh * g.Wo;
+          const int64_t lo = std::clamp(ow_lo, a0, a1), hi = std::clamp(ow_hi, lo, a1);
           const T* s = src + oh * g.Wo;
           T* d = xc + (oh * a.stride_h - a.pad_h + kh * a.dilation_h) * g.W - a.pad_w + kw * a.dilation_w;
           if (a.stride_w == 1) {
 #pragma omp simd
-            for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] += s[ow];
+            for (int64_t ow = lo; ow < hi; ++ow) d[ow] += s[ow];
           } else {
             const int64_t st = a.stride_w;
-            for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow * st] += s[ow];
+            for (int64_t ow = lo; ow < hi; ++ow) d[ow * st] += s[ow];
           }
         }
       }
   }
 }
 
+// Pixels per im2col chunk: the chunk (C·KK × jn) is sized to stay in the L2 caches while the GEMM packs
+// it, instead of streaming a whole-image col matrix through DRAM. A multiple of 256 (the GEMM's K block
+// for the weight gradient, and of every micro-kernel width).
+int64_t g_chunk_bytes = int64_t(2) << 20;
+
+int64_t chunk_pixels(const Geom& g, size_t elem) {
+  int64_t jn = g_chunk_bytes / std::max<int64_t>(1, g.C * g.KK * static_cast<int64_t>(elem));
+  jn = g_chunk_bytes >= (int64_t(1) << 20) ? std::max<int64_t>(256, jn / 256 * 256) : std::max<int64_t>(1, jn);
+  return std::min(jn, g.P);
+}
+
 }  // namespace
+
+void set_conv2d_chunk_bytes(int64_t bytes) { g_chunk_bytes = bytes > 0 ? bytes : int64_t(2) << 20; }
 
 template <class T>
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const Conv2dArgs& a) {
@@ -109,25 +131,31 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y
   const T* pw = w.data<T>();
   T* py = y.data<T>();
   const int64_t K = g.Cg * g.KK;
+  const int64_t CH = g.direct ? g.P : chunk_pixels(g, sizeof(T));
   Tensor col;
-  if (!g.direct) col = Tensor::empty({g.C * g.KK, g.P}, x.dtype());
+  if (!g.direct) col = Tensor::empty({g.C * g.KK * CH}, x.dtype());
   const bool has_bias = b.defined();
   const T* pb = has_bias ? b.data<T>() : nullptr;
   for (int64_t n = 0; n < g.N; ++n) {
     const T* xn = px + n * g.C * g.HW;
     T* yn = py + n * g.O * g.P;
-    const T* src = xn;
-    if (!g.direct) {
-      im2col<T>(xn, col.data<T>(), g, a);
-      src = col.data<T>();
-    }
     if (has_bias) {
 #pragma omp parallel for schedule(static) if (g.O * g.P > (1 << 16))
       for (int64_t o = 0; o < g.O; ++o) std::fill(yn + o * g.P, yn + (o + 1) * g.P, pb[o]);
     }
-    for (int64_t gi = 0; gi < g.G; ++gi)
-      gemm(false, false, g.Og, g.P, K, T(1), pw + gi * g.Og * K, K, src + gi * K * g.P, g.P, has_bias ? T(1) : T(0),
-           yn + gi * g.Og * g.P, g.P);
+    for (int64_t j0 = 0; j0 < g.P; j0 += CH) {
+      const int64_t jn = std::min(CH, g.P - j0);
+      const T* src = xn + j0;
+      int64_t ld = g.P;
+      if (!g.direct) {
+        im2col<T>(xn, col.data<T>(), j0, jn, g, a);
+        src = col.data<T>();
+        ld = jn;
+      }
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        gemm(false, false, g.Og, jn, K, T(1), pw + gi * g.Og * K, K, src + gi * K * ld, ld, has_bias ? T(1) : T(0),
+             yn + gi * g.Og * g.P + j0, g.P);
+    }
   }
 }
 
@@ -138,16 +166,28 @@ void conv2d_backward_input(const Tensor& gy, const Tensor& w, Tensor& gx, const 
   const T* pw = w.data<T>();
   T* pgx = gx.data<T>();
   const int64_t K = g.Cg * g.KK;
+  const int64_t CH = g.direct ? g.P : chunk_pixels(g, sizeof(T));
   Tensor col;
-  if (!g.direct) col = Tensor::empty({g.C * g.KK, g.P}, gy.dtype());
+  if (!g.direct) col = Tensor::empty({g.C * g.KK * CH}, gy.dtype());
   for (int64_t n = 0; n < g.N; ++n) {
     const T* gyn = pgy + n * g.O * g.P;
     T* gxn = pgx + n * g.C * g.HW;
-    T* dst = g.direct ? gxn : col.data<T>();
-    for (int64_t gi = 0; gi < g.G; ++gi)
-      gemm(true, false, K, g.P, g.Og, T(1), pw + gi * g.Og * K, K, gyn + gi * g.Og * g.P, g.P, T(0),
-           dst + gi * K * g.P, g.P);
-    if (!g.direct) col2im<T>(col.data<T>(), gxn, g, a);
+    if (g.direct) {
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        gemm(true, false, K, g.P, g.Og, T(1), pw + gi * g.Og * K, K, gyn + gi * g.Og * g.P, g.P, T(0),
+             gxn + gi * K * g.P, g.P);
+      continue;
+    }
+#pragma omp parallel for schedule(static) if (g.C * g.HW > (1 << 16))
+    for (int64_t c = 0; c < g.C; ++c) std::fill(gxn + c * g.HW, gxn + (c + 1) * g.HW, T(0));
+    for (int64_t j0 = 0; j0 < g.P; j0 += CH) {
+      const int64_t jn = std::min(CH, g.P - j0);
+      T* dst = col.data<T>();
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        gemm(true, false, K, jn, g.Og, T(1), pw + gi * g.Og * K, K, gyn + gi * g.Og * g.P + j0, g.P, T(0),
+             dst + gi * K * jn, jn);
+      col2im_add<T>(dst, gxn, j0, jn, g, a);
+    }
   }
 }
 
@@ -158,20 +198,28 @@ void conv2d_backward_weight(const Tensor& gy, const Tensor& x, Tensor& gw, const
   const T* px = x.data<T>();
   T* pgw = gw.data<T>();
   const int64_t K = g.Cg * g.KK;
+  const int64_t CH = g.direct ? g.P : chunk_pixels(g, sizeof(T));
   Tensor col;
-  if (!g.direct) col = Tensor::empty({g.C * g.KK, g.P}, x.dtype());
+  if (!g.direct) col = Tensor::empty({g.C * g.KK * CH}, x.dtype());
   if (g.N == 0) std::fill(pgw, pgw + gw.numel(), T(0));
+  bool first = true;
   for (int64_t n = 0; n < g.N; ++n) {
     const T* xn = px + n * g.C * g.HW;
     const T* gyn = pgy + n * g.O * g.P;
-    const T* src = xn;
-    if (!g.direct) {
-      im2col<T>(xn, col.data<T>(), g, a);
-      src = col.data<T>();
+    for (int64_t j0 = 0; j0 < g.P; j0 += CH) {
+      const int64_t jn = std::min(CH, g.P - j0);
+      const T* src = xn + j0;
+      int64_t ld = g.P;
+      if (!g.direct) {
+        im2col<T>(xn, col.data<T>(), j0, jn, g, a);
+        src = col.data<T>();
+        ld = jn;
+      }
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        gemm(false, true, g.Og, K, jn, T(1), gyn + gi * g.Og * g.P + j0, g.P, src + gi * K * ld, ld,
+             first ? T(0) : T(1), pgw + gi * g.Og * K, K);
+      first = false;
     }
-    for (int64_t gi = 0; gi < g.G; ++gi)
-      gemm(false, true, g.Og, K, g.P, T(1), gyn + gi * g.Og * g.P, g.P, src + gi * K * g.P, g.P, n == 0 ? T(0) : T(1),
-           pgw + gi * g.Og * K, K);
   }
 }
 

@@ -1,0 +1,304 @@
+// bench/kdet_bench.cpp — `make bench`: this machine's FP32 peak, SGEMM and conv2d throughput, and the
+// same shapes in PyTorch (bench/torch_peers.py, when /usr/bin/python3 has torch) in the same run.
+//
+//   build/kdet_bench [--reps N] [--warmup N] [--no-torch] [--only name,name] [--python PATH]
+//
+// FLOPs: 2·MACs; forward+backward = 3× forward (2× backward), or 2× when the input needs no gradient
+// (the stem), as in specs/cpu_peers.md. Times are medians of --reps runs after --warmup runs. "other
+// load" is the CPU time (in cores) that other processes used while the kdet cases ran: numbers taken
+// with other load above ~0.1 cores are not representative.
+#include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "engine/gemm.h"
+#include "engine/ops/conv2d.h"
+#include "engine/random.h"
+
+using namespace kdet;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double time_ms(const std::function<void()>& f, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const double t0 = now_s();
+    f();
+    t.push_back((now_s() - t0) * 1e3);
+  }
+  return median(t);
+}
+
+// ---- FMA peak ---------------------------------------------------------------------------------------
+// Each thread runs 24 independent FMA chains on full-width vectors (enough to cover latency × ports).
+double fma_loop(int64_t iters) {
+#if defined(__AVX512F__)
+  __m512 acc[24];
+  for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[5]), "+v"(acc[11]), "+v"(acc[17]), "+v"(acc[23]));
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
+  const double flops = 2.0 * 16 * 24 * iters;
+  alignas(64) float out[16];
+  _mm512_store_ps(out, s);
+  volatile float sink = out[0];
+  (void)sink;
+  return flops;
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(0.001f * i);
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+    __asm__ volatile("" : "+x"(acc[0]), "+x"(acc[6]), "+x"(acc[11]));
+  }
+  alignas(32) float out[8];
+  __m256 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, acc[i]);
+  _mm256_store_ps(out, s);
+  volatile float sink = out[0];
+  (void)sink;
+  return 2.0 * 8 * 12 * iters;
+#else
+  float acc[64];
+  for (int i = 0; i < 64; ++i) acc[i] = 0.001f * i;
+  for (int64_t it = 0; it < iters; ++it)
+#pragma omp simd
+    for (int i = 0; i < 64; ++i) acc[i] = acc[i] * 0.999999f + 1e-7f;
+  volatile float sink = acc[3];
+  (void)sink;
+  return 2.0 * 64 * iters;
+#endif
+}
+
+const char* fma_isa() {
+#if defined(__AVX512F__)
+  return "AVX-512 (24 zmm FMA chains)";
+#elif defined(__AVX2__) && defined(__FMA__)
+  return "AVX2+FMA (12 ymm FMA chains)";
+#else
+  return "portable";
+#endif
+}
+
+double fma_peak(int threads) {
+  const int64_t iters = 20'000'000;
+  std::vector<double> r;
+  for (int rep = 0; rep < 5; ++rep) {
+    double flops = 0;
+    const double t0 = now_s();
+#pragma omp parallel num_threads(threads) reduction(+ : flops)
+    flops += fma_loop(iters);
+    r.push_back(flops / (now_s() - t0) / 1e9);
+  }
+  return median(r);
+}
+
+// ---- machine load ------------------------------------------------------------------------------------
+// Busy CPU seconds of the whole machine (from /proc/stat) and of this process.
+double machine_busy_s() {
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  long long v[10] = {};
+  f >> cpu;
+  for (auto& x : v) f >> x;
+  const long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // user nice system irq softirq steal
+  return static_cast<double>(busy) / sysconf(_SC_CLK_TCK);
+}
+double self_cpu_s() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
+struct ConvCase {
+  const char* name;
+  const char* desc;
+  int64_t n, c, h, w, o, k, s, p;
+  bool input_grad;
+};
+
+const ConvCase kCases[] = {
+    {"stem7x7s2", "3->64 7x7 s2 p3, 2x3x512x512 (no input grad)", 2, 3, 512, 512, 64, 7, 2, 3, false},
+    {"3x3_64_128", "64->64 3x3, 2x64x128x128", 2, 64, 128, 128, 64, 3, 1, 1, true},
+    {"3x3_256_64", "256->256 3x3, 2x256x64x64", 2, 256, 64, 64, 256, 3, 1, 1, true},
+    {"3x3_512_16", "512->512 3x3, 2x512x16x16", 2, 512, 16, 16, 512, 3, 1, 1, true},
+    {"1x1_256_1024_32", "256->1024 1x1, 2x256x32x32", 2, 256, 32, 32, 1024, 1, 1, 0, true},
+};
+
+std::map<std::string, nlohmann::json> run_torch(const std::string& python, int reps, int warmup,
+                                                const std::string& only, std::string& info) {
+  std::map<std::string, nlohmann::json> out;
+  if (access(python.c_str(), X_OK) != 0) return out;
+  const std::string probe = python + " -c 'import torch' >/dev/null 2>&1";
+  if (std::system(probe.c_str()) != 0) return out;
+  std::string cmd = "OMP_NUM_THREADS=" + std::to_string(omp_get_max_threads()) + " " + python +
+                    " bench/torch_peers.py --threads " + std::to_string(omp_get_max_threads()) + " --reps " +
+                    std::to_string(reps) + " --warmup " + std::to_string(warmup);
+  if (!only.empty()) cmd += " --only " + only + ",sgemm2048";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  while (fgets(buf, sizeof buf, p)) {
+    try {
+      auto j = nlohmann::json::parse(buf);
+      if (j["name"] == "info")
+        info = "torch " + j["torch"].get<std::string>() + ", " + std::to_string(j["threads"].get<int>()) +
+               " threads, oneDNN " + (j["mkldnn"].get<bool>() ? "on" : "off");
+      else
+        out[j["name"].get<std::string>()] = j;
+    } catch (...) {
+    }
+  }
+  pclose(p);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 9, warmup = 2;
+  bool torch = true;
+  std::string only, python = "/usr/bin/python3";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
+    else if (a == "--no-torch") torch = false;
+    else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    else if (a == "--python" && i + 1 < argc) python = argv[++i];
+    else {
+      std::printf("usage: kdet_bench [--reps N] [--warmup N] [--no-torch] [--only a,b] [--python PATH]\n");
+      return a == "--help" ? 0 : 2;
+    }
+  }
+  std::set<std::string> sel;
+  {
+    std::stringstream ss(only);
+    std::string t;
+    while (std::getline(ss, t, ',')) sel.insert(t);
+  }
+  const int nth = omp_get_max_threads();
+  double la[3] = {};
+  getloadavg(la, 3);
+  std::printf("kdet bench — %s, %ld CPUs online, OpenMP threads %d, sgemm kernel %s\n", cpu_model().c_str(),
+              sysconf(_SC_NPROCESSORS_ONLN), nth, sgemm_kernel_name());
+  std::printf("load average at start: %.2f %.2f %.2f\n\n", la[0], la[1], la[2]);
+
+  const double busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = now_s();
+  const double peak1 = fma_peak(1), peakN = fma_peak(nth);
+  std::printf("FP32 peak, %s: 1 thread %.1f GFLOP/s, %d threads %.1f GFLOP/s\n", fma_isa(), peak1, nth, peakN);
+
+  // SGEMM 2048^3.
+  const int64_t n = 2048;
+  Generator g(1);
+  Tensor A = rand_normal({n, n}, g), B = rand_normal({n, n}, g), C = Tensor::empty({n, n});
+  const double gemm_ms = time_ms([&] { sgemm(false, false, n, n, n, 1.f, A.data<float>(), n, B.data<float>(), n, 0.f,
+                                             C.data<float>(), n); },
+                                 warmup, std::max(reps, 5));
+  const double gemm_gf = 2.0 * n * n * n / (gemm_ms * 1e-3) / 1e9;
+  std::printf("SGEMM 2048^3: %.1f ms, %.1f GFLOP/s, %.0f%% of peak\n\n", gemm_ms, gemm_gf, 100 * gemm_gf / peakN);
+  A = B = C = Tensor();
+
+  struct Row {
+    const ConvCase* c;
+    double gflop_f, gflop_fb, ms_f, ms_fb;
+  };
+  std::vector<Row> rows;
+  for (const ConvCase& cc : kCases) {
+    if (!sel.empty() && !sel.count(cc.name)) continue;
+    Generator gg(2);
+    Tensor x = rand_normal({cc.n, cc.c, cc.h, cc.w}, gg), w = rand_normal({cc.o, cc.c, cc.k, cc.k}, gg, 0, 0.05);
+    const Conv2dArgs a = Conv2dArgs::make(cc.s, cc.p);
+    Shape ys = ops::conv2d_output_shape(x.shape(), w.shape(), a);
+    Tensor gy = rand_normal(ys, gg);
+    const double gf = 2.0 * ys.numel() * cc.c * cc.k * cc.k / 1e9;
+    const double ms_f = time_ms([&] { ops::conv2d(x, w, Tensor(), a); }, warmup, reps);
+    const double ms_fb = time_ms(
+        [&] {
+          Tensor y = ops::conv2d(x, w, Tensor(), a);
+          if (cc.input_grad) ops::conv2d_backward_input(gy, w, x.shape(), a);
+          ops::conv2d_backward_weight(gy, x, w.shape(), a);
+        },
+        warmup, reps);
+    rows.push_back({&cc, gf, gf * (cc.input_grad ? 3 : 2), ms_f, ms_fb});
+  }
+  const double other = ((machine_busy_s() - busy0) - (self_cpu_s() - self0)) / (now_s() - wall0);
+
+  std::map<std::string, nlohmann::json> tr;
+  std::string tinfo;
+  if (torch) tr = run_torch(python, reps, warmup, only, tinfo);
+  const bool have_torch = !tr.empty();
+  if (torch && !have_torch) std::printf("(PyTorch peers skipped: %s has no torch)\n", python.c_str());
+  if (have_torch) std::printf("PyTorch peers: %s, NCHW, bias=False, same reps\n", tinfo.c_str());
+  if (have_torch && tr.count("sgemm2048")) {
+    const double tms = tr["sgemm2048"]["ms"].get<double>();
+    std::printf("torch.mm 2048^3: %.1f ms, %.1f GFLOP/s -> kdet/torch speed %.2fx\n", tms,
+                2.0 * n * n * n / (tms * 1e-3) / 1e9, tms / gemm_ms);
+  }
+  std::printf("\nconv2d, N=2, FP32, no bias; median of %d after %d warm-up; %% of the %d-thread peak (%.1f)\n", reps,
+              warmup, nth, peakN);
+  std::printf("%-46s %-7s %7s %9s %8s %6s", "case", "pass", "GFLOP", "kdet ms", "GFLOP/s", "%peak");
+  if (have_torch) std::printf(" %9s %8s %6s %11s", "torch ms", "GFLOP/s", "%peak", "kdet/torch");
+  std::printf("\n");
+  for (const Row& r : rows) {
+    for (int pass = 0; pass < 2; ++pass) {
+      const double gfl = pass ? r.gflop_fb : r.gflop_f, ms = pass ? r.ms_fb : r.ms_f;
+      const double rate = gfl / (ms * 1e-3);
+      std::printf("%-46s %-7s %7.2f %9.2f %8.1f %5.0f%%", pass ? "" : r.c->desc, pass ? "fwd+bwd" : "fwd", gfl, ms, rate,
+                  100 * rate / peakN);
+      if (have_torch && tr.count(r.c->name)) {
+        const double tms = tr[r.c->name][pass ? "fwdbwd_ms" : "fwd_ms"].get<double>();
+        const double trate = gfl / (tms * 1e-3);
+        std::printf(" %9.2f %8.1f %5.0f%% %10.2fx", tms, trate, 100 * trate / peakN, tms / ms);
+      }
+      std::printf("\n");
+    }
+  }
+  getloadavg(la, 3);
+  std::printf("\nkdet/torch = torch time / kdet time (>1: kdet is faster). Other load during the kdet cases: %.2f "
+              "cores%s; load average at end: %.2f %.2f %.2f\n",
+              other, other > 0.15 ? " (HIGH: rerun on a quiet machine)" : "", la[0], la[1], la[2]);
+  return 0;
+}
