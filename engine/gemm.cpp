@@ -4,6 +4,9 @@
 // ic (MC rows; pack op(A) MC×KC into MR-tall panels) → jr → ir → micro-kernel (MR×NR tile of C held in
 // registers, K-loop of rank-1 updates). Edges are zero-padded in the packed panels; partial tiles go
 // through a small stack buffer.
+// GCC 12's avx512fintrin.h masked load/gather helpers trip -Wmaybe-uninitialized on _mm512_undefined_ps().
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include "engine/gemm.h"
 
 #include <omp.h>
@@ -83,7 +86,21 @@ void pack_b(bool tb, const float* B, int64_t ldb, int64_t kc, int64_t nc, float*
         }
       }
     } else {
-      // op(B)[k][j] = B[j*ldb + k]: read 4 columns' runs at a time along k.
+      // op(B)[k][j] = B[j*ldb + k].
+#if defined(__AVX512F__)
+      if (nr == NR && ldb * NR < (int64_t(1) << 31)) {  // gather one packed row (32 columns) per k
+        const __m512i i0 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(static_cast<int>(ldb)));
+        const float* src = B + j0 * ldb;
+        const float* src16 = src + 16 * ldb;
+        for (int64_t k = 0; k < kc; ++k) {
+          _mm512_store_ps(dst + k * NR, _mm512_i32gather_ps(i0, src + k, 4));
+          _mm512_store_ps(dst + k * NR + 16, _mm512_i32gather_ps(i0, src16 + k, 4));
+        }
+        dst += NR * kc;
+        continue;
+      }
+#endif
       int64_t c = 0;
       for (; c < nr; ++c) {
         const float* src = B + (j0 + c) * ldb;
@@ -109,16 +126,19 @@ inline void store_tile(const float* acc, float* C, int64_t ldc, float alpha, flo
 }
 
 #if defined(__AVX512F__)
-inline void ukernel(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
-                    float alpha, float beta, int mr, int nr) {
-  __m512 c0[MR], c1[MR];
+// R rows (R <= MR, compile-time) × 32 columns; A panel has row stride MR. Columns >= nr are masked off
+// on load/store of C, so edge tiles need no scalar path.
+template <int R>
+inline void ukernel_rows(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
+                         float alpha, float beta, int nr) {
+  __m512 c0[R], c1[R];
 #pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
     _mm_prefetch(reinterpret_cast<const char*>(B + 8 * NR), _MM_HINT_T0);
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512 a = _mm512_set1_ps(A[i]);
       c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
       c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
@@ -126,31 +146,43 @@ inline void ukernel(int64_t kc, const float* __restrict A, const float* __restri
     A += MR;
     B += NR;
   }
-  if (mr == MR && nr == NR) {
-    const __m512 va = _mm512_set1_ps(alpha);
-    if (beta == 0.f) {
+  const __mmask16 m0 = nr >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nr) - 1);
+  const __mmask16 m1 = nr >= 32 ? __mmask16(0xFFFF) : nr <= 16 ? __mmask16(0) : __mmask16((1u << (nr - 16)) - 1);
+  const __m512 va = _mm512_set1_ps(alpha);
+  if (beta == 0.f) {
 #pragma GCC unroll 12
-      for (int i = 0; i < MR; ++i) {
-        _mm512_storeu_ps(C + i * ldc, _mm512_mul_ps(va, c0[i]));
-        _mm512_storeu_ps(C + i * ldc + 16, _mm512_mul_ps(va, c1[i]));
-      }
-    } else {
-      const __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 12
-      for (int i = 0; i < MR; ++i) {
-        float* c = C + i * ldc;
-        _mm512_storeu_ps(c, _mm512_fmadd_ps(vb, _mm512_loadu_ps(c), _mm512_mul_ps(va, c0[i])));
-        _mm512_storeu_ps(c + 16, _mm512_fmadd_ps(vb, _mm512_loadu_ps(c + 16), _mm512_mul_ps(va, c1[i])));
-      }
+    for (int i = 0; i < R; ++i) {
+      _mm512_mask_storeu_ps(C + i * ldc, m0, _mm512_mul_ps(va, c0[i]));
+      _mm512_mask_storeu_ps(C + i * ldc + 16, m1, _mm512_mul_ps(va, c1[i]));
     }
-    return;
+  } else {
+    const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      float* c = C + i * ldc;
+      _mm512_mask_storeu_ps(c, m0, _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, c), _mm512_mul_ps(va, c0[i])));
+      _mm512_mask_storeu_ps(c + 16, m1,
+                            _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, c + 16), _mm512_mul_ps(va, c1[i])));
+    }
   }
-  alignas(64) float acc[MR * NR];
-  for (int i = 0; i < MR; ++i) {
-    _mm512_store_ps(acc + i * NR, c0[i]);
-    _mm512_store_ps(acc + i * NR + 16, c1[i]);
+}
+
+inline void ukernel(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
+                    float alpha, float beta, int mr, int nr) {
+  switch (mr) {
+    case 12: ukernel_rows<12>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 11: ukernel_rows<11>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 10: ukernel_rows<10>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 9: ukernel_rows<9>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 8: ukernel_rows<8>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 7: ukernel_rows<7>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 6: ukernel_rows<6>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 5: ukernel_rows<5>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 4: ukernel_rows<4>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 3: ukernel_rows<3>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    case 2: ukernel_rows<2>(kc, A, B, C, ldc, alpha, beta, nr); break;
+    default: ukernel_rows<1>(kc, A, B, C, ldc, alpha, beta, nr); break;
   }
-  store_tile(acc, C, ldc, alpha, beta, mr, nr);
 }
 #elif defined(__AVX2__) && defined(__FMA__)
 inline void ukernel(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
