@@ -11,6 +11,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include <omp.h>
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -126,20 +128,28 @@ void col2im_add(const T* col, T* dx, int64_t j0, int64_t jn, const Geom& g, cons
   }
 }
 
-// Pixels per im2col chunk: the chunk (C·KK × jn) is sized to stay in the L2 caches while the GEMM packs
+// Pixels per im2col chunk: the chunk (C·KK × jn) is sized to stay in a core's L2 while the GEMM packs
 // it, instead of streaming a whole-image col matrix through DRAM. A multiple of 256 (the GEMM's K block
 // for the weight gradient, and of every micro-kernel width).
-int64_t g_chunk_bytes = int64_t(2) << 20;
+int64_t g_chunk_bytes = int64_t(1) << 20;
 
 int64_t chunk_pixels(const Geom& g, size_t elem) {
+  if (g.direct) return std::min<int64_t>(g.P, 256);
   int64_t jn = g_chunk_bytes / std::max<int64_t>(1, g.C * g.KK * static_cast<int64_t>(elem));
-  jn = g_chunk_bytes >= (int64_t(1) << 20) ? std::max<int64_t>(256, jn / 256 * 256) : std::max<int64_t>(1, jn);
+  jn = g_chunk_bytes >= (int64_t(1) << 19) ? std::max<int64_t>(256, jn / 256 * 256) : std::max<int64_t>(1, jn);
   return std::min(jn, g.P);
 }
 
+int threads_available() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
+
+// Work is split into items (image n, pixel chunk). With enough items, each thread takes a contiguous run
+// of whole items (its own im2col buffer, single-threaded GEMMs: one fork/join per call and the chunk
+// stays in that core's cache). Otherwise the items run in order with threads inside im2col and GEMM.
+bool per_thread_items(int64_t items, int nth) { return nth > 1 && (items % nth == 0 || items >= 4 * nth); }
+
 }  // namespace
 
-void set_conv2d_chunk_bytes(int64_t bytes) { g_chunk_bytes = bytes > 0 ? bytes : int64_t(2) << 20; }
+void set_conv2d_chunk_bytes(int64_t bytes) { g_chunk_bytes = bytes > 0 ? bytes : int64_t(1) << 20; }
 
 template <class T>
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const Conv2dArgs& a) {
@@ -148,31 +158,37 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y
   const T* pw = w.data<T>();
   T* py = y.data<T>();
   const int64_t K = g.Cg * g.KK;
-  const int64_t CH = g.direct ? g.P : chunk_pixels(g, sizeof(T));
+  const int64_t CH = chunk_pixels(g, sizeof(T)), nch = (g.P + CH - 1) / CH, items = g.N * nch;
+  const int nth = threads_available();
+  const bool split = per_thread_items(items, nth);
+  const int nbuf = split ? nth : 1;
+  const int64_t col_sz = g.C * g.KK * CH;
   Tensor col;
-  if (!g.direct) col = Tensor::empty({g.C * g.KK * CH}, x.dtype());
-  const bool has_bias = b.defined();
-  const T* pb = has_bias ? b.data<T>() : nullptr;
-  for (int64_t n = 0; n < g.N; ++n) {
+  if (!g.direct) col = Tensor::empty({nbuf * col_sz}, x.dtype());
+  const T* pb = b.defined() ? b.data<T>() : nullptr;
+  auto item = [&](int64_t it, T* cbuf) {
+    const int64_t n = it / nch, j0 = (it % nch) * CH, jn = std::min(CH, g.P - j0);
     const T* xn = px + n * g.C * g.HW;
-    T* yn = py + n * g.O * g.P;
-    if (has_bias) {
-#pragma omp parallel for schedule(static) if (g.O * g.P > (1 << 16))
-      for (int64_t o = 0; o < g.O; ++o) std::fill(yn + o * g.P, yn + (o + 1) * g.P, pb[o]);
+    T* yn = py + n * g.O * g.P + j0;
+    if (pb)
+      for (int64_t o = 0; o < g.O; ++o) std::fill(yn + o * g.P, yn + o * g.P + jn, pb[o]);
+    const T* src = xn + j0;
+    int64_t ld = g.P;
+    if (!g.direct) {
+      im2col<T>(xn, cbuf, j0, jn, g, a);
+      src = cbuf;
+      ld = jn;
     }
-    for (int64_t j0 = 0; j0 < g.P; j0 += CH) {
-      const int64_t jn = std::min(CH, g.P - j0);
-      const T* src = xn + j0;
-      int64_t ld = g.P;
-      if (!g.direct) {
-        im2col<T>(xn, col.data<T>(), j0, jn, g, a);
-        src = col.data<T>();
-        ld = jn;
-      }
-      for (int64_t gi = 0; gi < g.G; ++gi)
-        gemm(false, false, g.Og, jn, K, T(1), pw + gi * g.Og * K, K, src + gi * K * ld, ld, has_bias ? T(1) : T(0),
-             yn + gi * g.Og * g.P + j0, g.P);
-    }
+    for (int64_t gi = 0; gi < g.G; ++gi)
+      gemm(false, false, g.Og, jn, K, T(1), pw + gi * g.Og * K, K, src + gi * K * ld, ld, pb ? T(1) : T(0),
+           yn + gi * g.Og * g.P, g.P);
+  };
+  T* cb = g.direct ? nullptr : col.data<T>();
+  if (split) {
+#pragma omp parallel for schedule(static) num_threads(nth)
+    for (int64_t it = 0; it < items; ++it) item(it, cb ? cb + omp_get_thread_num() * col_sz : nullptr);
+  } else {
+    for (int64_t it = 0; it < items; ++it) item(it, cb);
   }
 }
 
@@ -183,28 +199,39 @@ void conv2d_backward_input(const Tensor& gy, const Tensor& w, Tensor& gx, const 
   const T* pw = w.data<T>();
   T* pgx = gx.data<T>();
   const int64_t K = g.Cg * g.KK;
-  const int64_t CH = g.direct ? g.P : chunk_pixels(g, sizeof(T));
+  const int64_t CH = chunk_pixels(g, sizeof(T));
+  const int nth = threads_available();
+  // col2im of neighbouring pixel chunks overlaps in dx, so threads split whole images here.
+  const bool split = nth > 1 && g.N % nth == 0;
+  const int nbuf = split ? nth : 1;
+  const int64_t col_sz = g.C * g.KK * CH;
   Tensor col;
-  if (!g.direct) col = Tensor::empty({g.C * g.KK * CH}, gy.dtype());
-  for (int64_t n = 0; n < g.N; ++n) {
+  if (!g.direct) col = Tensor::empty({nbuf * col_sz}, gy.dtype());
+  auto image = [&](int64_t n, T* cbuf) {
     const T* gyn = pgy + n * g.O * g.P;
     T* gxn = pgx + n * g.C * g.HW;
     if (g.direct) {
       for (int64_t gi = 0; gi < g.G; ++gi)
         gemm(true, false, K, g.P, g.Og, T(1), pw + gi * g.Og * K, K, gyn + gi * g.Og * g.P, g.P, T(0),
              gxn + gi * K * g.P, g.P);
-      continue;
+      return;
     }
 #pragma omp parallel for schedule(static) if (g.C * g.HW > (1 << 16))
     for (int64_t c = 0; c < g.C; ++c) std::fill(gxn + c * g.HW, gxn + (c + 1) * g.HW, T(0));
     for (int64_t j0 = 0; j0 < g.P; j0 += CH) {
       const int64_t jn = std::min(CH, g.P - j0);
-      T* dst = col.data<T>();
       for (int64_t gi = 0; gi < g.G; ++gi)
         gemm(true, false, K, jn, g.Og, T(1), pw + gi * g.Og * K, K, gyn + gi * g.Og * g.P + j0, g.P, T(0),
-             dst + gi * K * jn, jn);
-      col2im_add<T>(dst, gxn, j0, jn, g, a);
+             cbuf + gi * K * jn, jn);
+      col2im_add<T>(cbuf, gxn, j0, jn, g, a);
     }
+  };
+  T* cb = g.direct ? nullptr : col.data<T>();
+  if (split) {
+#pragma omp parallel for schedule(static) num_threads(nth)
+    for (int64_t n = 0; n < g.N; ++n) image(n, cb ? cb + omp_get_thread_num() * col_sz : nullptr);
+  } else {
+    for (int64_t n = 0; n < g.N; ++n) image(n, cb);
   }
 }
 
@@ -213,29 +240,53 @@ void conv2d_backward_weight(const Tensor& gy, const Tensor& x, Tensor& gw, const
   const Geom g = geom(x.shape(), gw.shape(), gy.shape(), a);
   const T* pgy = gy.data<T>();
   const T* px = x.data<T>();
-  T* pgw = gw.data<T>();
-  const int64_t K = g.Cg * g.KK;
-  const int64_t CH = g.direct ? g.P : chunk_pixels(g, sizeof(T));
-  Tensor col;
-  if (!g.direct) col = Tensor::empty({g.C * g.KK * CH}, x.dtype());
-  if (g.N == 0) std::fill(pgw, pgw + gw.numel(), T(0));
-  bool first = true;
-  for (int64_t n = 0; n < g.N; ++n) {
-    const T* xn = px + n * g.C * g.HW;
-    const T* gyn = pgy + n * g.O * g.P;
-    for (int64_t j0 = 0; j0 < g.P; j0 += CH) {
-      const int64_t jn = std::min(CH, g.P - j0);
+  const int64_t K = g.Cg * g.KK, wsz = gw.numel();
+  const int64_t CH = chunk_pixels(g, sizeof(T)), nch = (g.P + CH - 1) / CH, items = g.N * nch;
+  const int nth = threads_available();
+  const bool split = per_thread_items(items, nth);
+  const int nbuf = split ? nth : 1;
+  const int64_t col_sz = g.C * g.KK * CH;
+  Tensor col, part;
+  if (!g.direct) col = Tensor::empty({nbuf * col_sz}, x.dtype());
+  if (split) part = Tensor::empty({(nbuf - 1) * wsz}, x.dtype());  // thread t > 0 accumulates here
+  // Accumulates items [i0, i1) (in order) into acc.
+  auto run = [&](int64_t i0, int64_t i1, T* cbuf, T* acc) {
+    if (i0 >= i1) std::fill(acc, acc + wsz, T(0));
+    for (int64_t it = i0; it < i1; ++it) {
+      const int64_t n = it / nch, j0 = (it % nch) * CH, jn = std::min(CH, g.P - j0);
+      const T* xn = px + n * g.C * g.HW;
+      const T* gyn = pgy + n * g.O * g.P;
       const T* src = xn + j0;
       int64_t ld = g.P;
       if (!g.direct) {
-        im2col<T>(xn, col.data<T>(), j0, jn, g, a);
-        src = col.data<T>();
+        im2col<T>(xn, cbuf, j0, jn, g, a);
+        src = cbuf;
         ld = jn;
       }
       for (int64_t gi = 0; gi < g.G; ++gi)
         gemm(false, true, g.Og, K, jn, T(1), gyn + gi * g.Og * g.P + j0, g.P, src + gi * K * ld, ld,
-             first ? T(0) : T(1), pgw + gi * g.Og * K, K);
-      first = false;
+             it == i0 ? T(0) : T(1), acc + gi * g.Og * K, K);
+    }
+  };
+  T* cb = g.direct ? nullptr : col.data<T>();
+  T* out = gw.data<T>();
+  if (!split) {
+    run(0, items, cb, out);
+    return;
+  }
+#pragma omp parallel num_threads(nth)
+  {
+    const int t = omp_get_thread_num();
+    const int64_t i0 = items * t / nth, i1 = items * (t + 1) / nth;
+    run(i0, i1, cb ? cb + t * col_sz : nullptr, t == 0 ? out : part.data<T>() + (t - 1) * wsz);
+#pragma omp barrier
+    // out += partials of threads 1..nth-1, in thread order (deterministic).
+    const T* pp = part.data<T>();
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < wsz; ++i) {
+      T acc = out[i];
+      for (int u = 1; u < nth; ++u) acc += pp[(u - 1) * wsz + i];
+      out[i] = acc;
     }
   }
 }
