@@ -144,6 +144,21 @@ double self_cpu_s() {
   return u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
 }
 
+// Other processes' CPU use (in cores) over a short window while this process sleeps.
+double other_load_now(double window_s = 0.5) {
+  const double b0 = machine_busy_s(), s0 = self_cpu_s(), t0 = now_s();
+  usleep(static_cast<useconds_t>(window_s * 1e6));
+  return ((machine_busy_s() - b0) - (self_cpu_s() - s0)) / (now_s() - t0);
+}
+
+// Waits (up to max_s) until other processes use less than 0.15 cores; returns the last reading.
+double wait_idle(double max_s) {
+  const double t0 = now_s();
+  double l = other_load_now();
+  while (l > 0.15 && now_s() - t0 < max_s) l = other_load_now();
+  return l;
+}
+
 std::string cpu_model() {
   std::ifstream f("/proc/cpuinfo");
   std::string line;
@@ -167,15 +182,20 @@ const ConvCase kCases[] = {
     {"1x1_256_1024_32", "256->1024 1x1, 2x256x32x32", 2, 256, 32, 32, 1024, 1, 1, 0, true},
 };
 
-std::map<std::string, nlohmann::json> run_torch(const std::string& python, int reps, int warmup,
+std::map<std::string, nlohmann::json> run_torch(const std::string& python, int reps, int warmup, double wait_s,
                                                 const std::string& only, std::string& info) {
   std::map<std::string, nlohmann::json> out;
   if (access(python.c_str(), X_OK) != 0) return out;
   const std::string probe = python + " -c 'import torch' >/dev/null 2>&1";
   if (std::system(probe.c_str()) != 0) return out;
+  if (access("bench/torch_peers.py", R_OK) != 0) {
+    info = "bench/torch_peers.py not found (run from the repository root)";
+    return out;
+  }
   std::string cmd = "OMP_NUM_THREADS=" + std::to_string(omp_get_max_threads()) + " " + python +
                     " bench/torch_peers.py --threads " + std::to_string(omp_get_max_threads()) + " --reps " +
-                    std::to_string(reps) + " --warmup " + std::to_string(warmup);
+                    std::to_string(reps) + " --warmup " + std::to_string(warmup) + " --wait-idle " +
+                    std::to_string(static_cast<int>(wait_s));
   if (!only.empty()) cmd += " --only " + only + ",sgemm2048";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return out;
@@ -199,6 +219,7 @@ std::map<std::string, nlohmann::json> run_torch(const std::string& python, int r
 
 int main(int argc, char** argv) {
   int reps = 9, warmup = 2;
+  double wait_s = 20;
   bool torch = true;
   std::string only, python = "/usr/bin/python3";
   for (int i = 1; i < argc; ++i) {
@@ -208,8 +229,10 @@ int main(int argc, char** argv) {
     else if (a == "--no-torch") torch = false;
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--python" && i + 1 < argc) python = argv[++i];
+    else if (a == "--wait-idle" && i + 1 < argc) wait_s = std::atof(argv[++i]);
     else {
-      std::printf("usage: kdet_bench [--reps N] [--warmup N] [--no-torch] [--only a,b] [--python PATH]\n");
+      std::printf("usage: kdet_bench [--reps N] [--warmup N] [--no-torch] [--only a,b] [--python PATH] "
+                  "[--wait-idle SECONDS (default 20)]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -226,6 +249,7 @@ int main(int argc, char** argv) {
               sysconf(_SC_NPROCESSORS_ONLN), nth, sgemm_kernel_name());
   std::printf("load average at start: %.2f %.2f %.2f\n\n", la[0], la[1], la[2]);
 
+  wait_idle(wait_s);
   const double busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = now_s();
   const double peak1 = fma_peak(1), peakN = fma_peak(nth);
   std::printf("FP32 peak, %s: 1 thread %.1f GFLOP/s, %d threads %.1f GFLOP/s\n", fma_isa(), peak1, nth, peakN);
@@ -243,7 +267,7 @@ int main(int argc, char** argv) {
 
   struct Row {
     const ConvCase* c;
-    double gflop_f, gflop_fb, ms_f, ms_fb;
+    double gflop_f, gflop_fb, ms_f, ms_fb, load;
   };
   std::vector<Row> rows;
   for (const ConvCase& cc : kCases) {
@@ -254,6 +278,8 @@ int main(int argc, char** argv) {
     Shape ys = ops::conv2d_output_shape(x.shape(), w.shape(), a);
     Tensor gy = rand_normal(ys, gg);
     const double gf = 2.0 * ys.numel() * cc.c * cc.k * cc.k / 1e9;
+    wait_idle(wait_s);
+    const double cb0 = machine_busy_s(), cs0 = self_cpu_s(), ct0 = now_s();
     const double ms_f = time_ms([&] { ops::conv2d(x, w, Tensor(), a); }, warmup, reps);
     const double ms_fb = time_ms(
         [&] {
@@ -262,13 +288,17 @@ int main(int argc, char** argv) {
           ops::conv2d_backward_weight(gy, x, w.shape(), a);
         },
         warmup, reps);
-    rows.push_back({&cc, gf, gf * (cc.input_grad ? 3 : 2), ms_f, ms_fb});
+    const double load = ((machine_busy_s() - cb0) - (self_cpu_s() - cs0)) / (now_s() - ct0);
+    rows.push_back({&cc, gf, gf * (cc.input_grad ? 3 : 2), ms_f, ms_fb, load});
   }
   const double other = ((machine_busy_s() - busy0) - (self_cpu_s() - self0)) / (now_s() - wall0);
 
   std::map<std::string, nlohmann::json> tr;
   std::string tinfo;
-  if (torch) tr = run_torch(python, reps, warmup, only, tinfo);
+  if (torch) {
+    wait_idle(wait_s);
+    tr = run_torch(python, reps, warmup, wait_s, only, tinfo);
+  }
   const bool have_torch = !tr.empty();
   if (torch && !have_torch) std::printf("(PyTorch peers skipped: %s has no torch)\n", python.c_str());
   if (have_torch) std::printf("PyTorch peers: %s, NCHW, bias=False, same reps\n", tinfo.c_str());
@@ -279,26 +309,28 @@ int main(int argc, char** argv) {
   }
   std::printf("\nconv2d, N=2, FP32, no bias; median of %d after %d warm-up; %% of the %d-thread peak (%.1f)\n", reps,
               warmup, nth, peakN);
-  std::printf("%-46s %-7s %7s %9s %8s %6s", "case", "pass", "GFLOP", "kdet ms", "GFLOP/s", "%peak");
-  if (have_torch) std::printf(" %9s %8s %6s %11s", "torch ms", "GFLOP/s", "%peak", "kdet/torch");
+  std::printf("%-46s %-7s %7s %9s %8s %6s %5s", "case", "pass", "GFLOP", "kdet ms", "GFLOP/s", "%peak", "load");
+  if (have_torch) std::printf(" %9s %8s %6s %5s %11s", "torch ms", "GFLOP/s", "%peak", "load", "kdet/torch");
   std::printf("\n");
   for (const Row& r : rows) {
     for (int pass = 0; pass < 2; ++pass) {
       const double gfl = pass ? r.gflop_fb : r.gflop_f, ms = pass ? r.ms_fb : r.ms_f;
       const double rate = gfl / (ms * 1e-3);
-      std::printf("%-46s %-7s %7.2f %9.2f %8.1f %5.0f%%", pass ? "" : r.c->desc, pass ? "fwd+bwd" : "fwd", gfl, ms, rate,
-                  100 * rate / peakN);
+      std::printf("%-46s %-7s %7.2f %9.2f %8.1f %5.0f%% %5.2f", pass ? "" : r.c->desc, pass ? "fwd+bwd" : "fwd", gfl,
+                  ms, rate, 100 * rate / peakN, r.load);
       if (have_torch && tr.count(r.c->name)) {
         const double tms = tr[r.c->name][pass ? "fwdbwd_ms" : "fwd_ms"].get<double>();
         const double trate = gfl / (tms * 1e-3);
-        std::printf(" %9.2f %8.1f %5.0f%% %10.2fx", tms, trate, 100 * trate / peakN, tms / ms);
+        const double tl = tr[r.c->name].value("load", 0.0);
+        std::printf(" %9.2f %8.1f %5.0f%% %5.2f %10.2fx", tms, trate, 100 * trate / peakN, tl, tms / ms);
       }
       std::printf("\n");
     }
   }
   getloadavg(la, 3);
-  std::printf("\nkdet/torch = torch time / kdet time (>1: kdet is faster). Other load during the kdet cases: %.2f "
-              "cores%s; load average at end: %.2f %.2f %.2f\n",
+  std::printf("\nkdet/torch = torch time / kdet time (>1: kdet is faster). load = CPU cores used by other processes "
+              "while the kdet case ran.\nOther load over the whole kdet part: %.2f cores%s; load average at end: %.2f %.2f "
+              "%.2f\n",
               other, other > 0.15 ? " (HIGH: rerun on a quiet machine)" : "", la[0], la[1], la[2]);
   return 0;
 }

@@ -4,7 +4,9 @@
 Same shapes, same FLOP counting, same protocol (warm-up, then the median of --reps timed runs) as the C++
 side. NCHW, FP32, bias=False, torch.set_num_threads(--threads). "fwd" runs under no_grad; "fwdbwd" is the
 forward plus backward of sum(y * gy) for the weight gradient and, except for the stem, the input gradient.
-Prints one JSON object per line: {"name", "fwd_ms", "fwdbwd_ms"} and one {"name": "sgemm2048", "ms"}.
+Prints one JSON object per line: {"name", "fwd_ms", "fwdbwd_ms", "load"} and one {"name": "sgemm2048", "ms"};
+"load" is the CPU (in cores) other processes used while the case ran. Before each case it waits (up to
+--wait-idle seconds) for the machine to be quiet.
 """
 import argparse
 import json
@@ -25,6 +27,31 @@ CASES = [
 ]
 
 
+def _busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def _self():
+    t = os.times()
+    return t.user + t.system
+
+
+def other_load(window=0.5):
+    b0, s0, t0 = _busy(), _self(), time.perf_counter()
+    time.sleep(window)
+    return ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
+
+
+def wait_idle(max_s):
+    t0 = time.perf_counter()
+    load = other_load()
+    while load > 0.15 and time.perf_counter() - t0 < max_s:
+        load = other_load()
+    return load
+
+
 def timed(fn, warmup, reps):
     for _ in range(warmup):
         fn()
@@ -42,6 +69,7 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--only", default="")
+    ap.add_argument("--wait-idle", type=float, default=20.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -69,9 +97,12 @@ def main():
             wg.grad = None
             F.conv2d(xg, wg, None, s, p).backward(gy)
 
+        wait_idle(args.wait_idle)
+        b0, s0, t0 = _busy(), _self(), time.perf_counter()
         f = timed(fwd, args.warmup, args.reps)
         fb = timed(fwdbwd, args.warmup, args.reps)
-        print(json.dumps({"name": name, "fwd_ms": f, "fwdbwd_ms": fb}), flush=True)
+        load = ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
+        print(json.dumps({"name": name, "fwd_ms": f, "fwdbwd_ms": fb, "load": load}), flush=True)
     if not only or "sgemm2048" in only:
         a = torch.randn(2048, 2048)
         b = torch.randn(2048, 2048)
