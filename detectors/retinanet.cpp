@@ -37,6 +37,35 @@ RetinaNetConfig RetinaNetConfig::small(int depth, int64_t base, int64_t width, i
   return c;
 }
 
+RetinaNetConfig RetinaNetConfig::from_config(const Config& c, const std::string& sec) {
+  auto k = [&](const char* name) { return sec + "." + name; };
+  const int depth = static_cast<int>(c.get_int(k("depth"), 50));
+  const int64_t groups = c.get_int(k("groups"), 1), base_width = c.get_int(k("base_width"), 4);
+  const int64_t num_classes = c.get_int(k("num_classes"), 80);
+  RetinaNetConfig r = groups > 1 ? mmdet_resnext(depth, groups, base_width, num_classes) : mmdet(depth, num_classes);
+  r.backbone.base_channels = c.get_int(k("base_channels"), 64);
+  r.backbone.frozen_stages = static_cast<int>(c.get_int(k("frozen_stages"), 1));
+  r.backbone.norm_eval = c.get_bool(k("norm_eval"), true);
+  r.neck.out_channels = c.get_int(k("neck_channels"), 256);
+  r.sync_channels();
+  r.head.feat_channels = c.get_int(k("feat_channels"), r.neck.out_channels);
+  r.head.stacked_convs = c.get_int(k("stacked_convs"), 4);
+  const std::string hn = c.get_string(k("head_norm"), "none");
+  KDET_CHECK(hn == "none" || hn == "gn", "RetinaNetConfig: ", k("head_norm"), " must be none or gn, got '", hn, "'");
+  if (hn == "gn") r.head.norm = NormCfg::gn(32);
+  const std::string rl = c.get_string(k("reg_loss"), "l1");
+  KDET_CHECK(rl == "l1" || rl == "giou", "RetinaNetConfig: ", k("reg_loss"), " must be l1 or giou, got '", rl, "'");
+  r.head.reg_loss = rl == "giou" ? RetinaHeadConfig::RegLoss::GIoU : RetinaHeadConfig::RegLoss::L1;
+  r.head.avg_factor_eps = c.get_double(k("avg_factor_eps"), FLT_EPSILON);
+  r.head.allowed_border = c.get_int(k("allowed_border"), -1);
+  r.head.test.nms_pre = c.get_int(k("test_nms_pre"), 1000);
+  r.head.test.score_thr = c.get_double(k("test_score_thr"), 0.05);
+  r.head.test.nms_iou = c.get_double(k("test_nms_iou"), 0.5);
+  r.head.test.max_per_img = c.get_int(k("test_max_per_img"), 100);
+  r.head.test.legacy = c.get_bool(k("test_legacy"), false);
+  return r;
+}
+
 RetinaNet::RetinaNet(RetinaNetConfig cfg) : cfg_(std::move(cfg)) {
   backbone_ = &register_module("backbone", std::make_unique<ResNet>(cfg_.backbone));
   KDET_CHECK(backbone_->out_channels() == cfg_.neck.in_channels, "RetinaNet: backbone gives ",

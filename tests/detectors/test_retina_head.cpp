@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "detectors/retinanet.h"
 #include "engine/ops/reduce.h"
 #include "engine/optim.h"
@@ -230,4 +232,109 @@ TEST_CASE("det retinanet: tiny RetinaNet trains on a fixed batch; empty GT; pred
     CHECK(std::is_sorted(s.rbegin(), s.rend()));
     for (float v : d.boxes.to_vector<float>()) CHECK((v >= 0 && v <= 64));
   }
+}
+
+TEST_CASE("det retinanet: end-to-end parity with the mmdet replica (features, losses, gradients, detections)") {
+  auto f = load_fixture("det_retinanet");
+  if (!f) return;
+  RetinaNetConfig cfg = RetinaNetConfig::small(18, 8, 16, 1, 3);
+  RetinaNet model(cfg);
+  TensorMap sd;
+  for (auto& [k, v] : f->tensors)
+    if (k.rfind("model.", 0) == 0) sd[k.substr(6)] = v;
+  model.load_state_dict(sd);  // strict: every mmdet key present, nothing extra
+  model.train();              // frozen stage 1 + norm_eval, as mmdet training
+  data::Batch b;
+  b.images = f->at("images");
+  const int ih[2] = {64, 48}, iw[2] = {90, 60}, ph[2] = {64, 64}, pw[2] = {96, 64};
+  const float boxes[2][2][4] = {{{5, 6, 40, 30}, {50, 10, 88, 60}}, {{10, 4, 50, 38}, {30, 30, 44, 46}}};
+  const int64_t labels[2][2] = {{0, 2}, {1, 1}};
+  for (int n = 0; n < 2; ++n) {
+    data::ImageMeta m;
+    m.img_h = ih[n], m.img_w = iw[n], m.pad_h = ph[n], m.pad_w = pw[n];
+    m.scale_w = 0.8f, m.scale_h = 0.75f;
+    b.metas.push_back(m);
+    std::vector<data::BoxAnn> anns;
+    for (int k = 0; k < 2; ++k) {
+      data::BoxAnn a;
+      a.x1 = boxes[n][k][0], a.y1 = boxes[n][k][1], a.x2 = boxes[n][k][2], a.y2 = boxes[n][k][3];
+      a.label = labels[n][k];
+      anns.push_back(a);
+    }
+    b.gts.push_back(anns);
+  }
+  RetinaNetTaps taps;
+  LossList l = model.loss(b, &taps);
+  for (int i = 0; i < 4; ++i)
+    check_close(taps.backbone[i].data(), f->at("c" + std::to_string(i)), 1e-4, 1e-5, "C" + std::to_string(i + 2));
+  for (int i = 0; i < 5; ++i) {
+    const std::string s = std::to_string(i);
+    check_close(taps.neck[i].data(), f->at("p" + s), 1e-4, 1e-5, "P" + std::to_string(i + 3));
+    check_close(taps.head.cls_scores[i].data(), f->at("cls" + s), 1e-4, 1e-5, "cls " + s);
+    check_close(taps.head.bbox_preds[i].data(), f->at("reg" + s), 1e-4, 1e-5, "reg " + s);
+  }
+  check_close(l[0].second.data(), f->at("loss_cls"), 1e-4, 0, "loss_cls");
+  check_close(l[1].second.data(), f->at("loss_bbox"), 1e-4, 0, "loss_bbox");
+  total_loss(l).backward();
+  for (auto& [k, ref] : f->tensors) {
+    if (k.rfind("grad.", 0) != 0) continue;
+    const std::string name = k.substr(5);
+    Var* p = model.find_parameter(name);
+    REQUIRE_MESSAGE(p != nullptr, name);
+    double scale = 0;
+    for (double v : ref.to_vector<double>()) scale = std::max(scale, std::abs(v));
+    check_close(p->grad(), ref, 1e-3, 1e-4 * scale, "grad " + name);
+  }
+  CHECK_FALSE(model.find_parameter("backbone.layer1.0.conv1.weight")->grad().defined());  // frozen stage 1
+  model.eval();
+  auto dets = model.predict(b);
+  for (int n = 0; n < 2; ++n) {
+    const std::string s = std::to_string(n);
+    REQUIRE(dets[n].size() == f->at("det_boxes" + s).size(0));
+    check_close(dets[n].boxes, f->at("det_boxes" + s), 1e-4, 1e-4, "det boxes " + s);
+    check_close(dets[n].scores, f->at("det_scores" + s), 1e-4, 1e-6, "det scores " + s);
+    CHECK(dets[n].labels.to_vector<int64_t>() == f->at("det_labels" + s).to_vector<int64_t>());
+  }
+}
+
+TEST_CASE("det retinanet: full-size R50 state-dict keys and shapes equal mmdet's") {
+  auto f = load_fixture("det_retinanet_r50_keys");
+  if (!f) return;
+  auto ref = nlohmann::json::parse(f->metadata.at("keys"));
+  RetinaNet model(RetinaNetConfig::mmdet(50));
+  TensorMap sd = model.state_dict();
+  std::vector<std::string> missing, extra, bad;
+  for (auto& [k, shape] : ref.items()) {
+    auto it = sd.find(k);
+    if (it == sd.end()) {
+      missing.push_back(k);
+      continue;
+    }
+    if (Shape(shape.get<std::vector<int64_t>>()) != it->second.shape()) bad.push_back(k);
+  }
+  for (auto& [k, v] : sd)
+    if (!ref.contains(k)) extra.push_back(k);
+  CHECK_MESSAGE(missing.empty(), "missing " << missing.size() << (missing.empty() ? "" : ": " + missing[0]));
+  CHECK_MESSAGE(extra.empty(), "extra " << extra.size() << (extra.empty() ? "" : ": " + extra[0]));
+  CHECK_MESSAGE(bad.empty(), "mis-shaped " << bad.size() << (bad.empty() ? "" : ": " + bad[0]));
+  CHECK(sd.size() == ref.size());
+}
+
+TEST_CASE("det retinanet: config from a flat config section") {
+  Config c = Config::parse(
+      "[model]\ndepth = 18\nbase_channels = 8\nneck_channels = 16\nstacked_convs = 2\nnum_classes = 5\n"
+      "reg_loss = giou\ntest_max_per_img = 30\n");
+  RetinaNetConfig r = RetinaNetConfig::from_config(c);
+  c.check_all_used();
+  CHECK(r.neck.in_channels == std::vector<int64_t>{8, 16, 32, 64});
+  CHECK(r.head.in_channels == 16);
+  CHECK(r.head.feat_channels == 16);
+  CHECK(r.head.num_classes == 5);
+  CHECK(r.head.reg_loss == RetinaHeadConfig::RegLoss::GIoU);
+  CHECK(r.head.test.max_per_img == 30);
+  RetinaNet m(r);
+  CHECK(m.find_parameter("bbox_head.retina_cls.weight")->shape() == Shape{45, 16, 3, 3});
+  CHECK(m.find_parameter("bbox_head.cls_convs.1.conv.weight") != nullptr);
+  Config bad = Config::parse("[model]\nreg_loss = smooth\n");
+  CHECK_THROWS_WITH_AS(RetinaNetConfig::from_config(bad), doctest::Contains("reg_loss"), Error);
 }

@@ -547,6 +547,153 @@ def gen_retina_head(w):
     w.save("det_retina_head", t, {"C": str(C), "in": str(cin), "feat": str(feat), "stacked": str(S)})
 
 
+# ----------------------------------------------------------------------------------------- RetinaNet
+class _BasicBlock(torch.nn.Module):
+    def __init__(self, inplanes, planes, stride):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(planes)
+        self.conv2 = torch.nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = torch.nn.Sequential(torch.nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                                  torch.nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + idt)
+
+
+class ResNet18Ref(torch.nn.Module):
+    """mmdet ResNet-18 (pytorch style) with base_channels b (b = 64 is torchvision's resnet18)."""
+
+    def __init__(self, b):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, b, 7, 2, 3, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(b)
+        inpl = b
+        for i in range(4):
+            planes = b * 2 ** i
+            layer = torch.nn.Sequential(_BasicBlock(inpl, planes, 1 if i == 0 else 2), _BasicBlock(planes, planes, 1))
+            inpl = planes
+            setattr(self, f"layer{i + 1}", layer)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.nn.functional.max_pool2d(x, 3, 2, 1)
+        outs = []
+        for i in range(4):
+            x = getattr(self, f"layer{i + 1}")(x)
+            outs.append(x)
+        return outs
+
+
+class _Conv(torch.nn.Module):
+    def __init__(self, cin, cout, k, s=1, p=0):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(cin, cout, k, s, p)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class FPNRef(torch.nn.Module):
+    """mmdet FPN, start_level 1, add_extra_convs 'on_input', num_outs 5, no norm / activation."""
+
+    def __init__(self, in_channels, out):
+        super().__init__()
+        self.lateral_convs = torch.nn.ModuleList([_Conv(c, out, 1) for c in in_channels[1:]])
+        convs = [_Conv(out, out, 3, 1, 1) for _ in in_channels[1:]]
+        convs.append(_Conv(in_channels[-1], out, 3, 2, 1))
+        convs.append(_Conv(out, out, 3, 2, 1))
+        self.fpn_convs = torch.nn.ModuleList(convs)
+
+    def forward(self, inputs):
+        inputs = inputs[1:]
+        lat = [m(x) for m, x in zip(self.lateral_convs, inputs)]
+        for i in range(len(lat) - 1, 0, -1):
+            lat[i - 1] = lat[i - 1] + torch.nn.functional.interpolate(lat[i], size=lat[i - 1].shape[2:], mode="nearest")
+        outs = [self.fpn_convs[i](lat[i]) for i in range(len(lat))]
+        outs.append(self.fpn_convs[3](inputs[-1]))
+        outs.append(self.fpn_convs[4](outs[-1]))
+        return outs
+
+
+class RetinaNetRef(torch.nn.Module):
+    def __init__(self, b, width, stacked, C):
+        super().__init__()
+        self.backbone = ResNet18Ref(b)
+        self.neck = FPNRef([b, 2 * b, 4 * b, 8 * b], width)
+        self.bbox_head = RetinaHeadRef(C, width, width, stacked)
+
+    def forward(self, x):
+        c = self.backbone(x)
+        p = self.neck(c)
+        cls, reg = self.bbox_head(p)
+        return c, p, cls, reg
+
+
+def gen_retinanet(w):
+    g = torch.Generator().manual_seed(6)
+    torch.manual_seed(6)
+    C = 3
+    model = RetinaNetRef(8, 16, 1, C)
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+        model.bbox_head.retina_cls.bias.sub_(1.5)
+    model.eval()  # norm_eval: BN uses running statistics (gradients still flow to the affine)
+    N = 2
+    x = torch.randn(N, 3, 64, 96, generator=g)
+    x[1, :, 48:, :] = 0
+    x[1, :, :, 64:] = 0  # image 1 is 48x64 padded into the batch
+    img_shapes = [(64, 90), (48, 60)]
+    pad_shapes = [(64, 96), (64, 64)]
+    gt_bboxes = [torch.tensor([[5.0, 6.0, 40.0, 30.0], [50.0, 10.0, 88.0, 60.0]]),
+                 torch.tensor([[10.0, 4.0, 50.0, 38.0], [30.0, 30.0, 44.0, 46.0]])]
+    gt_labels = [torch.tensor([0, 2]), torch.tensor([1, 1])]
+    t = {}
+    for k, v in model.state_dict().items():
+        t["model." + k] = v
+    c, p, cls, reg = model(x)
+    t["images"] = x
+    for l in range(4):
+        t[f"c{l}"] = c[l]
+    for l in range(5):
+        t[f"p{l}"], t[f"cls{l}"], t[f"reg{l}"] = p[l], cls[l], reg[l]
+    lc, lb = mmdet_retina_loss(cls, reg, gt_bboxes, gt_labels, img_shapes, pad_shapes, C)
+    t["loss_cls"], t["loss_bbox"] = lc, lb
+    (lc + lb).backward()
+    for k in ["backbone.layer4.1.conv2.weight", "backbone.layer2.0.bn1.weight", "backbone.layer2.0.downsample.0.weight",
+              "neck.lateral_convs.0.conv.weight", "neck.fpn_convs.3.conv.weight", "neck.fpn_convs.4.conv.bias",
+              "bbox_head.cls_convs.0.conv.weight", "bbox_head.retina_cls.bias", "bbox_head.retina_reg.weight"]:
+        t["grad." + k] = dict(model.named_parameters())[k].grad.clone()
+    with torch.no_grad():
+        priors = retina_anchors([tuple(q.shape[-2:]) for q in cls])
+        for n in range(N):
+            sf = [0.8, 0.75, 0.8, 0.75]
+            b, s, lab = mmdet_retina_postprocess([q[n] for q in cls], [r[n] for r in reg], priors, img_shapes[n], sf, C)
+            t[f"det_boxes{n}"], t[f"det_scores{n}"], t[f"det_labels{n}"] = b, s, lab
+    w.save("det_retinanet", t, {"model": "RetinaNet R18 base 8, FPN/head width 16, 1 stacked conv, 3 classes"})
+    # mmdet state-dict keys and shapes of the full-size R50 RetinaNet (80 classes)
+    import torchvision
+    bb = torchvision.models.resnet50()
+    keys = {"backbone." + k: list(v.shape) for k, v in bb.state_dict().items() if not k.startswith("fc.")}
+    neck = FPNRef([256, 512, 1024, 2048], 256)
+    keys.update({"neck." + k: list(v.shape) for k, v in neck.state_dict().items()})
+    head = RetinaHeadRef(80, 256, 256, 4)
+    keys.update({"bbox_head." + k: list(v.shape) for k, v in head.state_dict().items()})
+    import json
+    w.save("det_retinanet_r50_keys", {"dummy": torch.zeros(1)}, {"keys": json.dumps(keys)})
+
+
 def generate(w):
     gen_anchors(w)
     gen_boxes(w)
@@ -554,3 +701,4 @@ def generate(w):
     gen_nms(w)
     gen_postprocess(w)
     gen_retina_head(w)
+    gen_retinanet(w)
