@@ -47,8 +47,11 @@ UnaryModule& ConvModule::norm() {
   return *norm_;
 }
 
-Var ConvModule::forward(const Var& x) {
+Var ConvModule::forward(const Var& x) { return forward(x, nullptr); }
+
+Var ConvModule::forward(const Var& x, Var* conv_out) {
   Var y = conv_->forward(x);
+  if (conv_out) *conv_out = y;
   if (norm_) y = norm_->forward(y);
   if (act_ == Act::ReLU) y = relu(y);
   return y;

@@ -54,6 +54,9 @@ class ConvModule : public UnaryModule {
              const ConvModuleCfg& cfg = {}, int64_t dilation = 1, int64_t groups = 1);
   const char* type_name() const override { return "ConvModule"; }
   Var forward(const Var& x) override;
+  // Same, also returning the raw convolution output (before norm / activation) in *conv_out: the
+  // `<name>.conv` hook point of mmdet-based distillers.
+  Var forward(const Var& x, Var* conv_out);
   void init_weights(Generator& g) override;
   Conv2d& conv() { return *conv_; }
   bool has_norm() const { return norm_ != nullptr; }

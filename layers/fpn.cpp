@@ -55,7 +55,7 @@ FPN::FPN(const FPNCfg& cfg) : cfg_(cfg) {
   }
 }
 
-std::vector<Var> FPN::forward(const std::vector<Var>& inputs) {
+std::vector<Var> FPN::forward(const std::vector<Var>& inputs, std::vector<Var>* conv_taps) {
   KDET_CHECK(inputs.size() == cfg_.in_channels.size(), "FPN: got ", inputs.size(), " inputs, expected ",
              cfg_.in_channels.size());
   for (size_t i = 0; i < inputs.size(); ++i)
@@ -68,12 +68,20 @@ std::vector<Var> FPN::forward(const std::vector<Var>& inputs) {
     const Var& prev = lat[i - 1];
     lat[i - 1] = prev + interpolate_nearest(lat[i], prev.size(2), prev.size(3));
   }
-  std::vector<Var> outs;
-  for (size_t i = 0; i < used; ++i) outs.push_back((*fpn_)[i].forward(lat[i]));
+  std::vector<Var> outs, taps;
+  auto out_conv = [&](size_t i, const Var& in) {
+    Var tap;
+    outs.push_back((*fpn_)[i].forward(in, &tap));
+    taps.push_back(tap);
+  };
+  for (size_t i = 0; i < used; ++i) out_conv(i, lat[i]);
   const size_t num_outs = static_cast<size_t>(cfg_.num_outs);
   if (num_outs > outs.size()) {
     if (cfg_.add_extra_convs == FPNCfg::Extra::None) {
-      while (outs.size() < num_outs) outs.push_back(max_pool2d(outs.back(), 1, 2, 0));
+      while (outs.size() < num_outs) {
+        outs.push_back(max_pool2d(outs.back(), 1, 2, 0));
+        taps.push_back(outs.back());
+      }
     } else {
       Var src;
       switch (cfg_.add_extra_convs) {
@@ -81,13 +89,11 @@ std::vector<Var> FPN::forward(const std::vector<Var>& inputs) {
         case FPNCfg::Extra::OnLateral: src = lat.back(); break;
         default: src = outs.back(); break;
       }
-      outs.push_back((*fpn_)[used].forward(src));
-      for (size_t i = used + 1; i < num_outs; ++i) {
-        Var in = cfg_.relu_before_extra_convs ? relu(outs.back()) : outs.back();
-        outs.push_back((*fpn_)[i].forward(in));
-      }
+      out_conv(used, src);
+      for (size_t i = used + 1; i < num_outs; ++i) out_conv(i, cfg_.relu_before_extra_convs ? relu(outs.back()) : outs.back());
     }
   }
+  if (conv_taps) *conv_taps = std::move(taps);
   return outs;
 }
 

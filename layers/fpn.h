@@ -38,9 +38,11 @@ class FPN : public Module {
  public:
   explicit FPN(const FPNCfg& cfg);
   const char* type_name() const override { return "FPN"; }
-  // inputs: one feature map per entry of in_channels; returns num_outs maps.
-  std::vector<Var> forward(const std::vector<Var>& inputs);
-  std::vector<Var> operator()(const std::vector<Var>& inputs) { return forward(inputs); }
+  // inputs: one feature map per entry of in_channels; returns num_outs maps. With `conv_taps`, also
+  // the raw outputs of neck.fpn_convs.{i}.conv (the FGD/MGD hook points; equal to the outputs unless
+  // the neck has a norm; extra levels made by max-pooling have no conv and get the pooled output).
+  std::vector<Var> forward(const std::vector<Var>& inputs, std::vector<Var>* conv_taps = nullptr);
+  std::vector<Var> operator()(const std::vector<Var>& inputs) { return forward(inputs, nullptr); }
   void init_weights(Generator& g) override;
   const FPNCfg& cfg() const { return cfg_; }
   ModuleList<ConvModule>& lateral_convs() { return *lateral_; }

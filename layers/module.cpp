@@ -187,11 +187,19 @@ LoadReport Module::load_state_dict(const TensorMap& sd, bool strict) {
     order.push_back(nb.name);
   }
   LoadReport rep;
+  const std::string nbt = "num_batches_tracked";
+  auto is_nbt = [&](const std::string& n) {
+    return n.size() >= nbt.size() && n.compare(n.size() - nbt.size(), nbt.size(), nbt) == 0 &&
+           (n.size() == nbt.size() || n[n.size() - nbt.size() - 1] == '.');
+  };
   for (auto& name : order) {
     const Tensor& dst = *targets[name];
     auto it = sd.find(name);
     if (it == sd.end()) {
-      rep.missing.push_back(name + " " + tdesc(dst));
+      if (is_nbt(name) && dst.dtype() == DType::I64 && dst.numel() == 1)
+        rep.defaulted.push_back(name);
+      else
+        rep.missing.push_back(name + " " + tdesc(dst));
       continue;
     }
     const Tensor& src = it->second;
@@ -208,6 +216,7 @@ LoadReport Module::load_state_dict(const TensorMap& sd, bool strict) {
               rep.missing.size(), " missing, ", rep.unexpected.size(), " unexpected, ", rep.mismatched.size(),
               " mismatched key(s):", rep.str());
   }
+  for (auto& name : rep.defaulted) targets[name]->fill_(0.0);
   for (auto& name : order) {
     auto it = sd.find(name);
     if (it == sd.end()) continue;

@@ -44,6 +44,9 @@ struct LoadReport {
   std::vector<std::string> missing;     // "name f32[64]" : in the model, not in the checkpoint
   std::vector<std::string> unexpected;  // "name f32[64]" : in the checkpoint, not in the model
   std::vector<std::string> mismatched;  // "name: checkpoint f32[3] vs model f32[64]"
+  // BatchNorm `num_batches_tracked` buffers absent from the checkpoint (torchvision's ImageNet files
+  // predate them): set to 0 and not counted as missing, as PyTorch's BatchNorm loader does.
+  std::vector<std::string> defaulted;
   bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
   std::string str() const;  // one line per problem
 };

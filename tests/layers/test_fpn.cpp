@@ -65,8 +65,15 @@ TEST_CASE("fpn: forward and backward match the mmdet FPN replica (all extra mode
     fpn.load_state_dict(with_prefix(*f, "w."));
     std::vector<Var> xs;
     for (size_t i = 0; i < cfg.in_channels.size(); ++i) xs.emplace_back(f->at("x" + std::to_string(i)), true);
-    auto ys = fpn.forward(xs);
+    std::vector<Var> taps;
+    auto ys = fpn.forward(xs, &taps);
     REQUIRE(ys.size() == static_cast<size_t>(cfg.num_outs));
+    REQUIRE(taps.size() == ys.size());
+    // Without a norm the conv hook points are the outputs themselves; with GN they are pre-GN.
+    if (cfg.norm.type == NormCfg::None)
+      for (size_t i = 0; i < ys.size(); ++i) CHECK(max_abs_diff(taps[i].data(), ys[i].data()) == 0);
+    else
+      CHECK(max_abs_diff(taps[0].data(), ys[0].data()) > 0.1);
     std::vector<Tensor> rs;
     for (int i = 0; i < cfg.num_outs; ++i) {
       check_close(ys[i].data(), f->at("y" + std::to_string(i)), 1e-10, 1e-10, "P" + std::to_string(i));

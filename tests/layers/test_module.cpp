@@ -124,6 +124,18 @@ TEST_CASE("module: strict load lists every missing, unexpected and mis-shaped ke
   CHECK(t.bn->weight().data().to_vector<float>()[3] == 0.5f);
   CHECK(t.counter->to_vector<int64_t>()[0] == 9);
   CHECK(t.w->data().to_vector<float>()[0] == 1.0f);
+
+  // A BatchNorm num_batches_tracked absent from the file (old torchvision checkpoints) is set to 0,
+  // not reported missing; any other missing buffer still is.
+  TensorMap full = t.state_dict();
+  full.erase("bn.num_batches_tracked");
+  t.bn->num_batches_tracked().fill_(5);
+  r = t.load_state_dict(full);
+  CHECK(r.ok());
+  CHECK(r.defaulted == std::vector<std::string>{"bn.num_batches_tracked"});
+  CHECK(t.bn->num_batches_tracked().to_vector<int64_t>()[0] == 0);
+  full.erase("counter");
+  CHECK_THROWS_WITH_AS(t.load_state_dict(full), doctest::Contains("missing key:    counter i64[]"), Error);
 }
 
 TEST_CASE("module: safetensors save/load round trip, with a prefix") {
