@@ -532,12 +532,87 @@ bool box_outside(const BoxAnn& b, int w, int h) {
   return inter_w * inter_h == 0;
 }
 
+// Speed: the polygons / RLE of "segmentation" are most of a COCO file's bytes and are never used.
+// One pass (memchr from quote to quote) copies the text without those values (written as null),
+// so the JSON parser sees a few times fewer bytes. Returns false (text unchanged in meaning: the
+// caller parses the original) when the text is not well-formed enough to be sure.
+bool strip_segmentations(const std::string& in, std::string& out) {
+  static const char kKey[] = "\"segmentation\"";
+  const size_t klen = sizeof(kKey) - 1;
+  const char* p = in.data();
+  const char* end = p + in.size();
+  out.clear();
+  out.reserve(in.size() / 2);
+  while (p < end) {
+    const char* q = static_cast<const char*>(std::memchr(p, '"', static_cast<size_t>(end - p)));
+    if (!q) {
+      out.append(p, end);
+      break;
+    }
+    out.append(p, q);
+    // the string starting at q
+    const char* e = q + 1;
+    for (;;) {
+      const char* qq = static_cast<const char*>(std::memchr(e, '"', static_cast<size_t>(end - e)));
+      if (!qq) return false;
+      size_t bs = 0;  // count backslashes before the quote
+      for (const char* b = qq - 1; b > q && *b == '\\'; --b) ++bs;
+      e = qq + 1;
+      if (bs % 2 == 0) break;
+    }
+    out.append(q, e);
+    p = e;
+    if (static_cast<size_t>(e - q) != klen || std::memcmp(q, kKey, klen) != 0) continue;
+    // a key? whitespace then ':'
+    const char* c = p;
+    while (c < end && (*c == ' ' || *c == '\n' || *c == '\r' || *c == '\t')) ++c;
+    if (c >= end || *c != ':') continue;
+    ++c;
+    while (c < end && (*c == ' ' || *c == '\n' || *c == '\r' || *c == '\t')) ++c;
+    if (c >= end || (*c != '[' && *c != '{')) continue;  // scalar values are left alone
+    // skip one array/object value, strings respected
+    int depth = 0;
+    const char* v = c;
+    for (; v < end; ++v) {
+      char ch = *v;
+      if (ch == '[' || ch == '{') ++depth;
+      else if (ch == ']' || ch == '}') {
+        if (--depth == 0) {
+          ++v;
+          break;
+        }
+      } else if (ch == '"') {
+        for (++v; v < end && *v != '"'; ++v)
+          if (*v == '\\') ++v;
+        if (v >= end) return false;
+      }
+    }
+    if (depth != 0) return false;
+    out += ": null";
+    p = v;
+  }
+  return true;
+}
+
 }  // namespace
 
 Dataset parse_coco(const std::string& text, const std::string& name, const CocoLoadOptions& opt,
                    LoadReport* report_out) {
   Handler h(name, false);
-  run_sax(text, h);
+  {
+    std::string stripped;
+    bool ok = strip_segmentations(text, stripped);
+    try {
+      run_sax(ok ? stripped : text, h);
+    } catch (const Error&) {
+      if (!ok) throw;
+      // report against the original text (byte offsets in messages refer to the file)
+      std::string().swap(stripped);
+      Handler h2(name, false);
+      run_sax(text, h2);
+      throw;  // not reached unless the stripped text alone was rejected
+    }
+  }
   KDET_CHECK(h.saw_images, name, ": missing required key 'images' (not a COCO instances file?)");
   KDET_CHECK(h.saw_cats, name, ": missing required key 'categories' (not a COCO instances file?)");
   LoadReport rep;
