@@ -7,5 +7,10 @@ namespace kdet::cli {
 int cmd_info(int argc, char** argv);
 int cmd_kd_check(int argc, char** argv);
 
+// data (issue 3)
+int cmd_synth(int argc, char** argv);
+int cmd_coco_eval(int argc, char** argv);
+int cmd_convert_kitti(int argc, char** argv);
+int cmd_bench_coco_load(int argc, char** argv);
 
 }  // namespace kdet::cli

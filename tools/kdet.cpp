@@ -18,6 +18,10 @@ struct Command {
 const Command kCommands[] = {
     {"info", kdet::cli::cmd_info, "build configuration, devices, allocator and thread settings"},
     {"kd-check", kdet::cli::cmd_kd_check, "check the KD losses against kdgold-1 golden files (float64)"},
+    {"synth", kdet::cli::cmd_synth, "write a synthetic detection data set (PNGs + COCO JSON)"},
+    {"coco-eval", kdet::cli::cmd_coco_eval, "COCO bbox mAP of a results file (pycocotools semantics)"},
+    {"convert-kitti", kdet::cli::cmd_convert_kitti, "KITTI object labels -> COCO instances JSON"},
+    {"bench-coco-load", kdet::cli::cmd_bench_coco_load, "time loading a COCO JSON the size of train2017"},
 };
 
 void usage(FILE* f) {
