@@ -27,6 +27,38 @@ const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
+// Double-precision sums with a fixed (compile-time) vectorised order: deterministic and fast.
+template <class T>
+inline double vsum(const T* x, int64_t n) {
+  double a = 0;
+#pragma omp simd reduction(+ : a)
+  for (int64_t i = 0; i < n; ++i) a += static_cast<double>(x[i]);
+  return a;
+}
+template <class T>
+inline double vsum_sqdev(const T* x, int64_t n, double m) {
+  double a = 0;
+#pragma omp simd reduction(+ : a)
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - m;
+    a += d * d;
+  }
+  return a;
+}
+// a0 = sum g, a1 = sum g * (x - m)
+template <class T>
+inline void vsum_g_gx(const T* g, const T* x, int64_t n, double m, double& a0, double& a1) {
+  double s0 = 0, s1 = 0;
+#pragma omp simd reduction(+ : s0, s1)
+  for (int64_t i = 0; i < n; ++i) {
+    const double gv = static_cast<double>(g[i]);
+    s0 += gv;
+    s1 += gv * (static_cast<double>(x[i]) - m);
+  }
+  a0 = s0;
+  a1 = s1;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Batch norm on x viewed as [N, C, S].
 
@@ -66,9 +98,7 @@ void bn_batch_stats(const Tensor& x, int64_t N, int64_t C, int64_t S, std::vecto
 #pragma omp parallel for schedule(static) if (planes * S > kGrain)
   for (int64_t p = 0; p < planes; ++p) {
     const T* xi = px + p * S;
-    double acc = 0;
-    for (int64_t s = 0; s < S; ++s) acc += xi[s];
-    part[p] = acc;
+    part[p] = vsum(xi, S);
   }
   const double M = static_cast<double>(N * S);
   mean.assign(C, 0.0);
@@ -80,13 +110,7 @@ void bn_batch_stats(const Tensor& x, int64_t N, int64_t C, int64_t S, std::vecto
 #pragma omp parallel for schedule(static) if (planes * S > kGrain)
   for (int64_t p = 0; p < planes; ++p) {
     const T* xi = px + p * S;
-    const double m = mean[p % C];
-    double acc = 0;
-    for (int64_t s = 0; s < S; ++s) {
-      const double d = static_cast<double>(xi[s]) - m;
-      acc += d * d;
-    }
-    part[p] = acc;
+    part[p] = vsum_sqdev(xi, S, mean[p % C]);
   }
   var_biased.assign(C, 0.0);
   for (int64_t c = 0; c < C; ++c) {
@@ -114,14 +138,9 @@ void bn_backward(const Tensor& g, const Tensor& x, const Tensor& w, int64_t N, i
     const double m = mean[p % C];
     double a0 = 0, a1 = 0;
     if (px) {
-      const T* xi = px + p * S;
-      for (int64_t s = 0; s < S; ++s) {
-        const double gv = gi[s];
-        a0 += gv;
-        a1 += gv * (static_cast<double>(xi[s]) - m);
-      }
+      vsum_g_gx(gi, px + p * S, S, m, a0, a1);
     } else {
-      for (int64_t s = 0; s < S; ++s) a0 += gi[s];
+      a0 = vsum(gi, S);
     }
     psg[p] = a0;
     psgx[p] = a1;
@@ -189,15 +208,8 @@ Tensor gn_forward(const Tensor& x, const Tensor& w, const Tensor& b, int64_t R, 
 #pragma omp parallel for schedule(static) if (R * M > kGrain)
   for (int64_t r = 0; r < R; ++r) {
     const T* xi = px + r * M;
-    double acc = 0;
-    for (int64_t j = 0; j < M; ++j) acc += xi[j];
-    const double m = acc / static_cast<double>(M);
-    double v = 0;
-    for (int64_t j = 0; j < M; ++j) {
-      const double d = static_cast<double>(xi[j]) - m;
-      v += d * d;
-    }
-    v /= static_cast<double>(M);
+    const double m = vsum(xi, M) / static_cast<double>(M);
+    const double v = vsum_sqdev(xi, M, m) / static_cast<double>(M);
     const double is = 1.0 / std::sqrt(v + eps);
     mean[r] = m;
     invstd[r] = is;
@@ -237,14 +249,8 @@ void gn_backward(const Tensor& g, const Tensor& x, const Tensor& w, int64_t R, i
     const int64_t c0 = (r % G) * Cg;
     double sdh = 0, sdhx = 0;  // sum(dxhat), sum(dxhat * (x - mean))
     for (int64_t k = 0; k < Cg; ++k) {
-      double a0 = 0, a1 = 0;
-      const T* gs = gi + k * S;
-      const T* xs = xi + k * S;
-      for (int64_t s = 0; s < S; ++s) {
-        const double gv = gs[s];
-        a0 += gv;
-        a1 += gv * (static_cast<double>(xs[s]) - m);
-      }
+      double a0, a1;
+      vsum_g_gx(gi + k * S, xi + k * S, S, m, a0, a1);
       psg[r * Cg + k] = a0;
       psgx[r * Cg + k] = a1;
       const double wc = pw ? static_cast<double>(pw[c0 + k]) : 1.0;
