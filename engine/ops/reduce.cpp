@@ -90,16 +90,10 @@ void sum_kernel(const T* p, int64_t O, int64_t R, int64_t I, T* out, double scal
       const int64_t o = t / nc, c = t % nc;
       const T* q = p + o * R;
       const int64_t b = c * kChunk, e = std::min(R, b + kChunk);
-      double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-      int64_t r = b;
-      for (; r + 4 <= e; r += 4) {
-        a0 += q[r];
-        a1 += q[r + 1];
-        a2 += q[r + 2];
-        a3 += q[r + 3];
-      }
-      for (; r < e; ++r) a0 += q[r];
-      part[t] = (a0 + a1) + (a2 + a3);
+      double a = 0;  // omp simd: vectorised with a fixed lane split, so still bit-reproducible
+#pragma omp simd reduction(+ : a)
+      for (int64_t r = b; r < e; ++r) a += static_cast<double>(q[r]);
+      part[t] = a;
     }
     for (int64_t o = 0; o < O; ++o) {
       double s = 0;
@@ -126,6 +120,24 @@ void sum_kernel(const T* p, int64_t O, int64_t R, int64_t I, T* out, double scal
 // Max (Max=true) or min along R, first extreme wins, NaN propagates (and wins).
 template <class T, bool Max>
 void extreme_kernel(const T* p, int64_t O, int64_t R, int64_t I, T* out, int64_t* idx) {
+  if (I == 1) {  // contiguous rows
+#pragma omp parallel for schedule(static) if (O * R > cpu::kParallelGrain && O > 1)
+    for (int64_t o = 0; o < O; ++o) {
+      const T* q = p + o * R;
+      T best = q[0];
+      int64_t bi = 0;
+      for (int64_t r = 1; r < R && !std::isnan(best); ++r) {
+        const T v = q[r];
+        if ((Max ? (v > best) : (v < best)) || std::isnan(v)) {
+          best = v;
+          bi = r;
+        }
+      }
+      out[o] = best;
+      if (idx) idx[o] = bi;
+    }
+    return;
+  }
   const int64_t bs = std::min<int64_t>(I, kBlock);
   const int64_t nb = (I + bs - 1) / bs;
   const int64_t tasks = O * nb;

@@ -8,6 +8,7 @@
 #include "engine/backend.h"
 #include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
+#include "engine/ops/unary.h"
 
 namespace kdet {
 
@@ -48,8 +49,54 @@ void for_blocks(const Layout& L, F body) {
   }
 }
 
+// Contiguous rows (softmax over the last axis): vectorised passes over each row.
+template <class T>
+void forward_rows(Mode mode, const Layout& L, const T* px, T* py) {
+  const int64_t R = L.R;
+#pragma omp parallel for schedule(static) if (L.O * R > cpu::kParallelGrain && L.O > 1)
+  for (int64_t o = 0; o < L.O; ++o) {
+    const T* x = px + o * R;
+    T m = -std::numeric_limits<T>::infinity();
+    bool nan = false;
+    for (int64_t r = 0; r < R; ++r) {
+      m = x[r] > m ? x[r] : m;
+      nan |= x[r] != x[r];
+    }
+    if (nan) m = std::numeric_limits<T>::quiet_NaN();
+    if (std::isinf(m)) m = T(0);
+    double s = 0;
+    if (mode == Mode::Softmax) {
+      T* y = py + o * R;
+#pragma omp simd reduction(+ : s)
+      for (int64_t r = 0; r < R; ++r) {
+        const T e = cpu::exp_f32(x[r] - m);
+        y[r] = e;
+        s += e;
+      }
+      const T inv = static_cast<T>(1.0 / s);
+#pragma omp simd
+      for (int64_t r = 0; r < R; ++r) y[r] *= inv;
+      continue;
+    }
+#pragma omp simd reduction(+ : s)
+    for (int64_t r = 0; r < R; ++r) s += cpu::exp_f32(x[r] - m);
+    if (mode == Mode::LogSumExp) {
+      py[o] = static_cast<T>(m + std::log(s));
+      continue;
+    }
+    const T ls = static_cast<T>(std::log(s));
+    T* y = py + o * R;
+#pragma omp simd
+    for (int64_t r = 0; r < R; ++r) y[r] = (x[r] - m) - ls;
+  }
+}
+
 template <class T>
 void forward_kernel(Mode mode, const Layout& L, const T* px, T* py) {
+  if (L.I == 1) {
+    forward_rows<T>(mode, L, px, py);
+    return;
+  }
   for_blocks(L, [&](int64_t o, int64_t i0, int64_t n) {
     std::array<T, kBlock> m;
     std::array<double, kBlock> s;
@@ -66,7 +113,7 @@ void forward_kernel(Mode mode, const Layout& L, const T* px, T* py) {
       if (std::isinf(m[i])) m[i] = T(0);  // all -inf (or +inf present): let the arithmetic give torch's NaN/0
     for (int64_t r = 0; r < L.R; ++r) {
       const T* q = x0 + r * L.I;
-      for (int64_t i = 0; i < n; ++i) s[i] += static_cast<double>(std::exp(q[i] - m[i]));
+      for (int64_t i = 0; i < n; ++i) s[i] += static_cast<double>(cpu::exp_f32(q[i] - m[i]));
     }
     if (mode == Mode::LogSumExp) {
       for (int64_t i = 0; i < n; ++i) py[o * L.I + i0 + i] = static_cast<T>(m[i] + std::log(s[i]));
@@ -80,7 +127,7 @@ void forward_kernel(Mode mode, const Layout& L, const T* px, T* py) {
       const T* q = x0 + r * L.I;
       T* y = y0 + r * L.I;
       if (mode == Mode::Softmax)
-        for (int64_t i = 0; i < n; ++i) y[i] = std::exp(q[i] - m[i]) * a[i];
+        for (int64_t i = 0; i < n; ++i) y[i] = cpu::exp_f32(q[i] - m[i]) * a[i];
       else
         for (int64_t i = 0; i < n; ++i) y[i] = (q[i] - m[i]) - a[i];
     }
@@ -113,6 +160,29 @@ Tensor backward(Mode mode, const char* op, const Tensor& g, const Tensor& y, int
     const T* pg = gc.data<T>();
     const T* py = yc.data<T>();
     T* pd = dx.data<T>();
+    if (L.I == 1) {  // contiguous rows
+#pragma omp parallel for schedule(static) if (L.O * L.R > cpu::kParallelGrain && L.O > 1)
+      for (int64_t o = 0; o < L.O; ++o) {
+        const T* gq = pg + o * L.R;
+        const T* yq = py + o * L.R;
+        T* d = pd + o * L.R;
+        double acc = 0;
+        if (mode == Mode::Softmax) {
+#pragma omp simd reduction(+ : acc)
+          for (int64_t r = 0; r < L.R; ++r) acc += static_cast<double>(gq[r]) * yq[r];
+          const T a = static_cast<T>(acc);
+#pragma omp simd
+          for (int64_t r = 0; r < L.R; ++r) d[r] = yq[r] * (gq[r] - a);
+        } else {
+#pragma omp simd reduction(+ : acc)
+          for (int64_t r = 0; r < L.R; ++r) acc += static_cast<double>(gq[r]);
+          const T a = static_cast<T>(acc);
+#pragma omp simd
+          for (int64_t r = 0; r < L.R; ++r) d[r] = gq[r] - cpu::exp_f32(yq[r]) * a;
+        }
+      }
+      return;
+    }
     for_blocks(L, [&](int64_t o, int64_t i0, int64_t n) {
       std::array<double, kBlock> acc;
       std::fill(acc.begin(), acc.begin() + n, 0.0);
@@ -134,7 +204,7 @@ Tensor backward(Mode mode, const char* op, const Tensor& g, const Tensor& y, int
         if (mode == Mode::Softmax)
           for (int64_t i = 0; i < n; ++i) d[i] = yq[i] * (gq[i] - a[i]);
         else
-          for (int64_t i = 0; i < n; ++i) d[i] = gq[i] - std::exp(yq[i]) * a[i];
+          for (int64_t i = 0; i < n; ++i) d[i] = gq[i] - cpu::exp_f32(yq[i]) * a[i];
       }
     });
   });

@@ -52,19 +52,12 @@ Tensor map2(const char* op, const Tensor& a, const Tensor& b, F f) {
   no_kernel(op, a.device());
 }
 
-template <class T>
-inline T sigmoid_stable(T v) {
-  if (v >= T(0)) return T(1) / (T(1) + std::exp(-v));
-  const T e = std::exp(v);
-  return e / (T(1) + e);
-}
-
 }  // namespace
 
 namespace ops {
 
 Tensor abs(const Tensor& x) { return map1("abs", x, [](auto v) { return std::abs(v); }); }
-Tensor exp(const Tensor& x) { return map1("exp", x, [](auto v) { return std::exp(v); }); }
+Tensor exp(const Tensor& x) { return map1("exp", x, [](auto v) { return cpu::exp_f32(v); }); }
 Tensor log(const Tensor& x) { return map1("log", x, [](auto v) { return std::log(v); }); }
 Tensor sqrt(const Tensor& x) { return map1("sqrt", x, [](auto v) { return std::sqrt(v); }); }
 Tensor pow(const Tensor& x, double p) {
@@ -89,7 +82,7 @@ Tensor clamp_min(const Tensor& x, double lo) {
 Tensor clamp_max(const Tensor& x, double hi) {
   return map1("clamp_max", x, [hi](auto v) { return std::min(v, static_cast<decltype(v)>(hi)); });
 }
-Tensor sigmoid(const Tensor& x) { return map1("sigmoid", x, [](auto v) { return sigmoid_stable(v); }); }
+Tensor sigmoid(const Tensor& x) { return map1("sigmoid", x, [](auto v) { return cpu::sigmoid_scalar(v); }); }
 Tensor relu(const Tensor& x) {
   return map1("relu", x, [](auto v) { return v > decltype(v)(0) ? v : decltype(v)(0); });
 }
