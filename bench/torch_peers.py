@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch peer timings for `make bench` (bench/kdet_bench.cpp runs this and prints the ratio).
 
-Same shapes, same FLOP counting, same protocol (warm-up, then the median of --reps timed runs) as the C++
+Same shapes, same FLOP counting, same protocol (warm-up, then the median and minimum of --reps timed runs) as the C++
 side. NCHW, FP32, bias=False, torch.set_num_threads(--threads). "fwd" runs under no_grad; "fwdbwd" is the
 forward plus backward of sum(y * gy) for the weight gradient and, except for the stem, the input gradient.
 Prints one JSON object per line: {"name", "fwd_ms", "fwdbwd_ms", "load"} and one {"name": "sgemm2048", "ms"};
@@ -60,7 +60,7 @@ def timed(fn, warmup, reps):
         t0 = time.perf_counter()
         fn()
         ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+    return statistics.median(ts), min(ts)
 
 
 def main():
@@ -99,14 +99,16 @@ def main():
 
         wait_idle(args.wait_idle)
         b0, s0, t0 = _busy(), _self(), time.perf_counter()
-        f = timed(fwd, args.warmup, args.reps)
-        fb = timed(fwdbwd, args.warmup, args.reps)
+        f, fmin = timed(fwd, args.warmup, args.reps)
+        fb, fbmin = timed(fwdbwd, args.warmup, args.reps)
         load = ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
-        print(json.dumps({"name": name, "fwd_ms": f, "fwdbwd_ms": fb, "load": load}), flush=True)
+        print(json.dumps({"name": name, "fwd_ms": f, "fwdbwd_ms": fb, "fwd_min_ms": fmin,
+                          "fwdbwd_min_ms": fbmin, "load": load}), flush=True)
     if not only or "sgemm2048" in only:
         a = torch.randn(2048, 2048)
         b = torch.randn(2048, 2048)
-        print(json.dumps({"name": "sgemm2048", "ms": timed(lambda: torch.mm(a, b), args.warmup, args.reps)}), flush=True)
+        med, mn = timed(lambda: torch.mm(a, b), args.warmup, args.reps)
+        print(json.dumps({"name": "sgemm2048", "ms": med, "min_ms": mn}), flush=True)
 
 
 if __name__ == "__main__":
