@@ -221,7 +221,9 @@ LoadReport Module::load_state_dict(const TensorMap& sd, bool strict) {
     auto it = sd.find(name);
     if (it == sd.end()) continue;
     Tensor* dst = targets[name];
-    dst->copy_(it->second.to(dst->device()));
+    // Convert on the host first: device copies do not convert dtypes.
+    const Tensor& src = it->second;
+    dst->copy_(src.device() == dst->device() ? src : src.to(Device::cpu()).to(dst->dtype()).to(dst->device()));
   }
   return rep;
 }

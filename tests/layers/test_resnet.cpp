@@ -206,6 +206,27 @@ TEST_CASE("resnet: frozen_stages and norm_eval follow mmdet (requires_grad, eval
   CHECK_FALSE(m3.find_parameter("layer3.0.bn2.bias")->requires_grad());
   CHECK(m3.find_parameter("layer3.0.conv2.weight")->requires_grad());
 
+  // Style: pytorch puts the stride on the 3x3 conv2, caffe on the 1x1 conv1 (same keys and shapes).
+  ResNetCfg c4 = resnet_cfg(50, -1, false);
+  c4.base_channels = 8;
+  ResNet py(c4);
+  c4.style = ResNetCfg::Style::Caffe;
+  ResNet caffe(c4);
+  auto conv = [](ResNet& r, const char* n) { return dynamic_cast<Conv2d*>(r.find_module(n))->spec().stride; };
+  CHECK(conv(py, "layer2.0.conv1") == 1);
+  CHECK(conv(py, "layer2.0.conv2") == 2);
+  CHECK(conv(caffe, "layer2.0.conv1") == 2);
+  CHECK(conv(caffe, "layer2.0.conv2") == 1);
+  CHECK(conv(caffe, "layer2.0.downsample.0") == 2);
+  CHECK(key_lines(py) == key_lines(caffe));
+  {
+    NoGradGuard ng;
+    Var x(Tensor::zeros({1, 3, 64, 64}));
+    auto a = py.forward(x), b = caffe.forward(x);
+    for (int i = 0; i < 4; ++i) CHECK(a[i].shape() == b[i].shape());
+    CHECK(a[3].shape() == Shape{1, 256, 2, 2});
+  }
+
   CHECK_THROWS_WITH_AS(ResNet(resnet_cfg(42)), doctest::Contains("invalid depth 42"), Error);
   CHECK_THROWS_WITH_AS(ResNet(resnext_cfg(18, 32, 4)), doctest::Contains("needs depth 50/101/152"), Error);
   CHECK_THROWS_AS(ResNet(resnet_cfg(18, 5)), Error);
