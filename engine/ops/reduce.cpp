@@ -124,14 +124,28 @@ void extreme_kernel(const T* p, int64_t O, int64_t R, int64_t I, T* out, int64_t
 #pragma omp parallel for schedule(static) if (O * R > cpu::kParallelGrain && O > 1)
     for (int64_t o = 0; o < O; ++o) {
       const T* q = p + o * R;
+      // Pass 1 (vectorised): the extreme value and whether a NaN is present; pass 2: its first index.
       T best = q[0];
-      int64_t bi = 0;
-      for (int64_t r = 1; r < R && !std::isnan(best); ++r) {
-        const T v = q[r];
-        if ((Max ? (v > best) : (v < best)) || std::isnan(v)) {
-          best = v;
-          bi = r;
+      int64_t nan = 0;
+      if constexpr (Max) {
+#pragma omp simd reduction(max : best) reduction(+ : nan)
+        for (int64_t r = 0; r < R; ++r) {
+          best = q[r] > best ? q[r] : best;
+          nan += q[r] != q[r];
         }
+      } else {
+#pragma omp simd reduction(min : best) reduction(+ : nan)
+        for (int64_t r = 0; r < R; ++r) {
+          best = q[r] < best ? q[r] : best;
+          nan += q[r] != q[r];
+        }
+      }
+      int64_t bi = 0;
+      if (nan) {
+        while (!std::isnan(q[bi])) ++bi;
+        best = q[bi];
+      } else {
+        while (q[bi] != best) ++bi;
       }
       out[o] = best;
       if (idx) idx[o] = bi;

@@ -57,10 +57,11 @@ void forward_rows(Mode mode, const Layout& L, const T* px, T* py) {
   for (int64_t o = 0; o < L.O; ++o) {
     const T* x = px + o * R;
     T m = -std::numeric_limits<T>::infinity();
-    bool nan = false;
+    int64_t nan = 0;
+#pragma omp simd reduction(max : m) reduction(+ : nan)
     for (int64_t r = 0; r < R; ++r) {
       m = x[r] > m ? x[r] : m;
-      nan |= x[r] != x[r];
+      nan += x[r] != x[r];
     }
     if (nan) m = std::numeric_limits<T>::quiet_NaN();
     if (std::isinf(m)) m = T(0);
