@@ -79,6 +79,8 @@ def generate(w):
     tgt[2] = torch.tensor([1.0, 1.0, 10.0, 12.0], dtype=torch.float64)
     pred[3] = torch.tensor([0.0, 0.0, 4.0, 4.0], dtype=torch.float64)      # disjoint diagonally
     tgt[3] = torch.tensor([-7.0, -9.0, -2.0, -1.0], dtype=torch.float64)
+    pred[4] = torch.tensor([6.0, 5.5, 3.0, 4.0], dtype=torch.float64)      # inverted (decoded, unclipped) box
+    tgt[4] = torch.tensor([2.0, 3.0, 7.0, 6.5], dtype=torch.float64)
     y, gy, gx = _grad(lambda p: mmdet_giou_loss(p, tgt, 1e-6), pred, gen)
     w.save("loss_giou", {"pred": pred, "t": tgt, "gy": gy, "y": y, "gx": gx})
     # Cross-check of the formula against torchvision (differs only by eps handling).
