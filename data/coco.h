@@ -12,8 +12,9 @@
 //     category_id, bbox = 4 numbers; categories: id), width/height <= 0, duplicate image /
 //     annotation / category id, an annotation whose image_id is not an image of the file.
 //   skip-and-count (printed by LoadReport::print; the run goes on):
-//     unknown category id (pycocotools never evaluates it either), non-finite bbox numbers,
-//     negative bbox width/height, non-finite or negative area.
+//     unknown category id (pycocotools never evaluates it either), negative bbox width/height,
+//     negative area. (NaN/Infinity are not JSON and numbers beyond double range are parse errors,
+//     so non-finite values never get this far; the checks stay for in-memory data.)
 //   note only: "annotations" missing (image-info files: no annotations), `area` missing (w*h
 //     used), boxes lying entirely outside their image (kept for evaluation; dropped from training
 //     by train_targets like mmdet).

@@ -40,6 +40,18 @@ struct LoaderConfig {
   bool drop_last = false;
   bool train_targets = true;   // mmdet training filter on the boxes (train_targets); false: all annotations
   enum class BadImage { Error, Skip } on_bad_image = BadImage::Error;
+
+  // mmdet's test pipeline: no flip, file order, no orientation grouping, every annotation kept.
+  static LoaderConfig eval(int batch_size = 1, int workers = 2) {
+    LoaderConfig c;
+    c.flip_ratio = 0;
+    c.batch_size = batch_size;
+    c.workers = workers;
+    c.shuffle = false;
+    c.group_by_aspect = false;
+    c.train_targets = false;
+    return c;
+  }
 };
 
 class Loader {

@@ -183,3 +183,25 @@ TEST_CASE("loader: missing or corrupt images -> error naming the file, or skip-a
   }
   rm_rf(d);
 }
+
+TEST_CASE("loader: eval config keeps file order, all annotations, no flip; metas map back") {
+  std::string d = synth_dir("e", 5, 40, 3);
+  CocoLoadOptions o;
+  o.verbose = false;
+  Dataset ds = load_coco(d + "/annotations.json", o);
+  LoaderConfig cfg = LoaderConfig::eval(2, 2);
+  cfg.transform.scale_long = 100, cfg.transform.scale_short = 60;
+  Loader l(ds, {}, cfg);
+  auto all = drain(l);
+  REQUIRE(all.size() == 3);
+  int64_t expect_id = 1;
+  for (auto& b : all)
+    for (size_t i = 0; i < b.size(); ++i) {
+      CHECK(b.metas[i].image_id == expect_id);
+      CHECK_FALSE(b.metas[i].flip);
+      CHECK(b.metas[i].img_h == 60);
+      CHECK(b.gts[i].size() == ds.image_by_id(expect_id).anns.size());
+      ++expect_id;
+    }
+  rm_rf(d);
+}

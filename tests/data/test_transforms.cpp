@@ -122,3 +122,36 @@ TEST_CASE("transforms: prepare_image (resize, boxes, flip, normalize, pad) and m
   CHECK(bt.gts[0].size() == 2);
   CHECK(bt.gts[1].empty());
 }
+
+#include <stb/stb_image_write.h>
+
+TEST_CASE("image: grayscale PNG and JPEG decode to 3-channel RGB") {
+  const int w = 7, h = 5;
+  std::vector<uint8_t> gray(w * h);
+  for (int i = 0; i < w * h; ++i) gray[i] = static_cast<uint8_t>(i * 7);
+  std::vector<uint8_t> png;
+  auto sink = [](void* ctx, void* data, int size) {
+    auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+    v->insert(v->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+  };
+  REQUIRE(stbi_write_png_to_func(sink, &png, w, h, 1, gray.data(), w));
+  Image g = decode_image(png.data(), png.size(), "gray.png");
+  REQUIRE(g.w == w);
+  REQUIRE(g.px.size() == static_cast<size_t>(w * h * 3));
+  for (int i = 0; i < w * h; ++i) {
+    CHECK(g.px[i * 3] == gray[i]);
+    CHECK(g.px[i * 3 + 2] == gray[i]);
+  }
+  std::vector<uint8_t> jpg;
+  Image flat(16, 16);
+  std::fill(flat.px.begin(), flat.px.end(), 200);
+  REQUIRE(stbi_write_jpg_to_func(sink, &jpg, 16, 16, 3, flat.px.data(), 95));
+  Image j = decode_image(jpg.data(), jpg.size(), "flat.jpg");
+  CHECK(j.w == 16);
+  CHECK(std::abs(int(j.px[100]) - 200) <= 2);
+  // PNG round trip of an RGB image is lossless
+  Image r = random_image(11, 9, 4);
+  auto enc = encode_png(r);
+  CHECK(decode_image(enc.data(), enc.size(), "r.png").px == r.px);
+  CHECK_THROWS_WITH_AS(decode_image(enc.data(), 20, "cut.png"), doctest::Contains("cut.png: cannot decode image"), Error);
+}
