@@ -7,6 +7,7 @@
 #include "engine/ops/unary.h"
 #include "layers/conv.h"
 #include "layers/init.h"
+#include "layers/linear.h"
 #include "tests/gradcheck.h"
 #include "tests/layers/layers_test_util.h"
 
@@ -100,4 +101,36 @@ TEST_CASE("conv: init_weights (ConvModule kaiming fan_out relu; Conv2d PyTorch d
   CHECK(max_abs(c.weight().data()) <= bound);
   CHECK(max_abs(c.weight().data()) > 0.95 * bound);
   CHECK(max_abs(c.bias().data()) <= bound);
+}
+
+TEST_CASE("conv: Linear module (torch layout, keys, forward = x Wt + b, gradcheck)") {
+  Linear fc(5, 3);
+  CHECK(fc.state_dict_keys() == std::vector<std::string>{"weight", "bias"});
+  CHECK(fc.weight().shape() == Shape{3, 5});
+  Generator g(2);
+  fc.init_weights(g);
+  CHECK(max_abs(fc.weight().data()) <= 1 / std::sqrt(5.0));
+  Var x(rand_normal({4, 5}, g));
+  Var y = fc.forward(x);
+  auto xv = x.data().to_vector<double>(), wv = fc.weight().data().to_vector<double>(),
+       bv = fc.bias().data().to_vector<double>(), yv = y.data().to_vector<double>();
+  double err = 0;
+  for (int i = 0; i < 4; ++i)
+    for (int o = 0; o < 3; ++o) {
+      double s = bv[o];
+      for (int k = 0; k < 5; ++k) s += xv[i * 5 + k] * wv[o * 5 + k];
+      err = std::max(err, std::abs(s - yv[i * 3 + o]));
+    }
+  CHECK(err < 1e-5);
+  CHECK_THROWS_WITH_AS(fc.forward(Var(Tensor::zeros({2, 4}))), doctest::Contains("does not end in 5"), Error);
+  fc.to(DType::F64);
+  CHECK(gradcheck(
+      [&](const std::vector<Var>& v) {
+        fc.weight() = v[1];
+        fc.bias() = v[2];
+        return fc.forward(v[0]);
+      },
+      {rnd({2, 3, 5}, 1), rnd({3, 5}, 2), rnd({3}, 3)}));
+  Linear nob(5, 2, false);
+  CHECK(nob.state_dict_keys() == std::vector<std::string>{"weight"});
 }
