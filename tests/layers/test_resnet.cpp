@@ -93,6 +93,19 @@ TEST_CASE("resnet: ResNet-18 eval forward matches torchvision (f32 and f64)") {
       check_close(outs[i].data(), f->at("eval.c" + std::to_string(i + 2)), 1e-10, 1e-10,
                   "f64 eval C" + std::to_string(i + 2));
   }
+  // mmdet's training configuration (frozen_stages 1, norm_eval): in train() mode every BN uses its
+  // running statistics, so the forward equals torch's eval forward and no statistic moves.
+  ResNet mm(resnet_cfg(18, 1, true));
+  mm.to(DType::F64);
+  mm.load_state_dict(with_prefix(*f, "w."));
+  mm.train();
+  auto outs = mm.forward(Var(x.to(DType::F64)));
+  for (int i = 0; i < 4; ++i)
+    check_close(outs[i].data(), f->at("eval.c" + std::to_string(i + 2)), 1e-10, 1e-10,
+                "norm_eval train C" + std::to_string(i + 2));
+  check_close(*mm.find_buffer("layer3.0.bn1.running_mean"), f->at("w.layer3.0.bn1.running_mean"), 0, 0,
+              "running_mean unchanged");
+  CHECK(outs[3].requires_grad());
 }
 
 TEST_CASE("resnet: ResNet-18 train-mode forward, running stats and backward match torch (f64)") {
