@@ -90,7 +90,8 @@ std::vector<Var> FPN::forward(const std::vector<Var>& inputs, std::vector<Var>* 
         default: src = outs.back(); break;
       }
       out_conv(used, src);
-      for (size_t i = used + 1; i < num_outs; ++i) out_conv(i, cfg_.relu_before_extra_convs ? relu(outs.back()) : outs.back());
+      for (size_t i = used + 1; i < num_outs; ++i)
+        out_conv(i, cfg_.relu_before_extra_convs ? relu(outs.back()) : outs.back());
     }
   }
   if (conv_taps) *conv_taps = std::move(taps);
