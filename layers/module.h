@@ -6,10 +6,13 @@
 //
 //  * Parameters are leaf Vars (requires_grad by default), owned by the module that registered them
 //    and never reallocated (the Var* handed out stays valid for the module's life). Loading a state
-//    dict copies values INTO the existing tensors, so optimizers holding Var* keep working.
+//    dict copies values INTO the existing tensors, so optimizers holding the Vars (or copies of them:
+//    a Var copy shares value storage and gradient slot) keep working. Only to(DType)/to(Device)
+//    replace the Vars: convert before building an optimizer.
 //  * Buffers are plain Tensors (BatchNorm running_mean / running_var / num_batches_tracked (i64)).
-//  * Children are owned through unique_ptr and kept in registration order; iteration order of
-//    named_parameters() / state_dict_keys() is PyTorch's (own params, own buffers... see below).
+//  * Children are owned through unique_ptr and kept in registration order. named_parameters() lists
+//    own parameters then each child's; state_dict_keys() is PyTorch's state_dict order (per module:
+//    own parameters, own buffers, then children).
 //  * train(bool) is virtual and recursive; composites override it to re-apply frozen stages and
 //    norm_eval exactly like mmdet's ResNet.train().
 //  * Modules are neither copyable nor movable (children hold pointers to their parameters).
