@@ -24,9 +24,9 @@ struct TransformConfig {
 // mmcv.rescale_size: sf = min(long / max(h, w), short / min(h, w)); new = int(x * sf + 0.5).
 std::pair<int, int> rescale_size(int w, int h, int scale_long, int scale_short);  // (new_w, new_h)
 
-// cv2.resize(..., interpolation=INTER_LINEAR) on 8-bit RGB: 11-bit fixed-point weights; the
-// vertical pass rounds like OpenCV's SSE2 path (used by the opencv-python wheels) and like its
-// scalar path for the last few values of each row.
+// cv2.resize(..., interpolation=INTER_LINEAR) on 8-bit RGB, bit-exact with opencv-python 4.8:
+// 11-bit fixed-point weights, horizontal pass in int32, vertical pass rounded like OpenCV's
+// vectorised VResizeLinearVec_32s8u.
 Image resize_bilinear(const Image& src, int new_w, int new_h);
 void flip_horizontal(Image& im);
 // x1' = w - x2, x2' = w - x1 (mmdet bbox_flip, w = image width)

@@ -1,9 +1,11 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <fstream>
 
 #include "data/transforms.h"
 #include "engine/random.h"
+#include "engine/safetensors.h"
 #include "tests/fixtures.h"
 
 using namespace kdet;
@@ -48,6 +50,40 @@ TEST_CASE("transforms: bilinear resize within 1 grey level of torch bilinear (ha
     }
     CHECK(maxd <= 1.0);
     CHECK(sum / want.size() < 0.35);
+    auto cv = f->tensors.find("case" + std::to_string(i) + ".cv2");
+    if (cv != f->tensors.end()) {  // OpenCV's own output (stored when cv2 was importable): bit-exact
+      auto c = cv->second.to_vector<uint8_t>();
+      REQUIRE(c.size() == r.px.size());
+      size_t mism = 0;
+      for (size_t k = 0; k < c.size(); ++k) mism += c[k] != r.px[k];
+      CHECK(mism == 0);
+    }
+  }
+}
+
+TEST_CASE("transforms: bilinear resize bit-exact with cv2.resize INTER_LINEAR (committed fixture)") {
+  const std::string path = "tests/data/data_resize_cv2.safetensors";  // written by tests/ref/data_resize_cv2.py
+  std::ifstream probe(path);
+  if (!probe.good()) {
+    MESSAGE(path << " not found (run the tests from the repository root): cv2 bit-exactness not checked");
+    return;
+  }
+  auto st = load_safetensors(path);
+  int n = std::stoi(st.metadata.at("num_cases"));
+  REQUIRE(n >= 6);
+  for (int i = 0; i < n; ++i) {
+    CAPTURE(i);
+    const Tensor& in = st.tensors.at("case" + std::to_string(i) + ".input");
+    const Tensor& cv = st.tensors.at("case" + std::to_string(i) + ".cv2");
+    Image im(static_cast<int>(in.size(1)), static_cast<int>(in.size(0)));
+    auto v = in.to_vector<uint8_t>();
+    std::copy(v.begin(), v.end(), im.px.begin());
+    Image r = resize_bilinear(im, static_cast<int>(cv.size(1)), static_cast<int>(cv.size(0)));
+    auto c = cv.to_vector<uint8_t>();
+    REQUIRE(c.size() == r.px.size());
+    size_t mism = 0;
+    for (size_t k = 0; k < c.size(); ++k) mism += c[k] != r.px[k];
+    CHECK(mism == 0);
   }
 }
 
