@@ -56,6 +56,18 @@ TEST_CASE("det retina head: mmdet keys, init and parameter counts") {
   CHECK(std::sqrt(s2 / w.size()) == doctest::Approx(0.01).epsilon(0.15));
   CHECK(h.find_parameter("reg_convs.1.conv.bias")->data().to_vector<float>()[3] == 0.0f);
 
+  // GN head (RetinaNet-v2 style): conv without bias + gn
+  RetinaHeadConfig gc = tiny_head_cfg();
+  gc.norm = NormCfg::gn(4);
+  RetinaHead hg(gc);
+  auto kg = hg.state_dict_keys();
+  CHECK(has_key(kg, "cls_convs.0.gn.weight"));
+  CHECK(has_key(kg, "reg_convs.1.gn.bias"));
+  CHECK_FALSE(has_key(kg, "cls_convs.0.conv.bias"));
+  CHECK(has_key(kg, "retina_cls.bias"));
+  hg.init_weights(g);
+  CHECK(hg.find_parameter("cls_convs.0.gn.weight")->data().to_vector<float>()[0] == 1.0f);
+
   // full-size models: parameter counts from specs/detectors.md 14
   RetinaNet r50(RetinaNetConfig::mmdet(50));
   CHECK(r50.num_parameters() == 37968692);
