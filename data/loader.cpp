@@ -14,12 +14,20 @@ Loader::Loader(const Dataset& ds, std::vector<size_t> indices, LoaderConfig cfg)
     : ds_(ds), indices_(std::move(indices)), cfg_(cfg) {
   KDET_CHECK(cfg_.batch_size >= 1, "Loader: batch_size must be >= 1, got ", cfg_.batch_size);
   KDET_CHECK(cfg_.workers >= 0 && cfg_.prefetch >= 1, "Loader: bad workers/prefetch ", cfg_.workers, "/", cfg_.prefetch);
-  if (indices_.empty()) {
-    indices_.resize(ds_.images.size());
-    std::iota(indices_.begin(), indices_.end(), size_t{0});
-  }
+  KDET_CHECK(!indices_.empty(), "Loader: no images selected from ", ds_.source,
+             " (", ds_.images.size(), " images; all filtered out?)");
   for (size_t i : indices_) KDET_CHECK(i < ds_.images.size(), "Loader: image index ", i, " out of range for ", ds_.source);
 }
+
+namespace {
+std::vector<size_t> all_indices(const Dataset& ds) {
+  std::vector<size_t> v(ds.images.size());
+  std::iota(v.begin(), v.end(), size_t{0});
+  return v;
+}
+}  // namespace
+
+Loader::Loader(const Dataset& ds, LoaderConfig cfg) : Loader(ds, all_indices(ds), cfg) {}
 
 Loader::~Loader() { stop_workers(); }
 

@@ -56,8 +56,10 @@ struct LoaderConfig {
 
 class Loader {
  public:
-  // `ds` must outlive the loader. `indices` selects images (e.g. train_image_indices(ds)); empty = all.
+  // `ds` must outlive the loader. `indices` selects images (e.g. train_image_indices(ds)); an
+  // empty selection is an error (everything filtered out?). The second form takes every image.
   Loader(const Dataset& ds, std::vector<size_t> indices, LoaderConfig cfg);
+  Loader(const Dataset& ds, LoaderConfig cfg);
   ~Loader();
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;

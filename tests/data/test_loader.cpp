@@ -159,7 +159,7 @@ TEST_CASE("loader: missing or corrupt images -> error naming the file, or skip-a
   cfg.shuffle = false;
   cfg.workers = 2;
   {
-    Loader l(ds, {}, cfg);
+    Loader l(ds, cfg);
     Batch b;
     std::string err;
     try {
@@ -170,8 +170,9 @@ TEST_CASE("loader: missing or corrupt images -> error naming the file, or skip-a
     CHECK(err.find("images/000001.png: cannot open image") != std::string::npos);
     CHECK(err.find("image id 2") != std::string::npos);
   }
+  CHECK_THROWS_WITH_AS(Loader(ds, std::vector<size_t>{}, cfg), doctest::Contains("no images selected"), Error);
   cfg.on_bad_image = LoaderConfig::BadImage::Skip;
-  Loader l(ds, {}, cfg);
+  Loader l(ds, cfg);
   auto all = drain(l);
   CHECK(all.size() == 2);
   CHECK(l.skipped_images() == 2);
@@ -191,7 +192,7 @@ TEST_CASE("loader: eval config keeps file order, all annotations, no flip; metas
   Dataset ds = load_coco(d + "/annotations.json", o);
   LoaderConfig cfg = LoaderConfig::eval(2, 2);
   cfg.transform.scale_long = 100, cfg.transform.scale_short = 60;
-  Loader l(ds, {}, cfg);
+  Loader l(ds, cfg);
   auto all = drain(l);
   REQUIRE(all.size() == 3);
   int64_t expect_id = 1;

@@ -1,4 +1,4 @@
-"""One-off writer of tests/data/data_resize_cv2.safetensors (committed, ~0.3 MB): cv2.resize
+"""One-off writer of tests/data/data_resize_cv2.safetensors (committed, ~0.5 MB): cv2.resize
 INTER_LINEAR outputs (what mmcv.imresize returns) for a few uint8 images, so the bit-exactness of
 data/transforms.cpp's resize is checked on every machine, with or without OpenCV.
 Needs cv2 (e.g. PYTHONPATH to an unpacked opencv-python-headless 4.x wheel):
