@@ -146,6 +146,7 @@ DenseTargets RetinaHead::get_targets(const std::vector<std::pair<int64_t, int64_
       }
     }
     t.num_pos += npos;
+    t.num_pos_per_image.push_back(npos);
     t.avg_factor += static_cast<double>(std::max<int64_t>(npos, 1));
   }
   const int64_t P = static_cast<int64_t>(pos_rows.size());
@@ -173,6 +174,25 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
              " prediction rows for ", t.num_images, " images x ", t.num_anchors, " anchors");
   const DType dt = logits.dtype();
   const double denom = t.avg_factor + cfg_.avg_factor_eps;
+  // Per-group normalisation (images_per_group): a weight per image = 1 / (G * (avg_factor_g + eps)).
+  const int64_t k = cfg_.images_per_group, N = t.num_images, M = t.num_anchors;
+  const bool grouped = k > 0 && N > k;
+  std::vector<double> img_w(N, 1.0 / denom);
+  if (grouped) {
+    KDET_CHECK(static_cast<int64_t>(t.num_pos_per_image.size()) == N, "RetinaHead::loss: targets lack per-image counts");
+    const int64_t G = (N + k - 1) / k;
+    for (int64_t g = 0; g < G; ++g) {
+      double af = 0;
+      for (int64_t n = g * k; n < std::min(N, (g + 1) * k); ++n) af += std::max<int64_t>(t.num_pos_per_image[n], 1);
+      for (int64_t n = g * k; n < std::min(N, (g + 1) * k); ++n) img_w[n] = 1.0 / (G * (af + cfg_.avg_factor_eps));
+    }
+  }
+  auto row_weights = [&](const std::vector<int64_t>& rows_, double scale) {
+    Tensor w = Tensor::empty({static_cast<int64_t>(rows_.size()), 1}, DType::F64);
+    double* p = w.data<double>();
+    for (size_t i = 0; i < rows_.size(); ++i) p[i] = img_w[rows_[i] / M] * scale;
+    return Var(w.to(dt));
+  };
   // classification: focal over anchors with label_weight 1 (0/1 weights: select those rows)
   std::vector<int64_t> rows;
   const float* pw = t.label_weights.data<float>();
@@ -185,15 +205,14 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
   for (int64_t r = 0; r < R; ++r)
     if (pl[rows[r]] < C) po[r * C + pl[rows[r]]] = 1.f;
   Var loss_cls;
-  if (R == logits.size(0)) {
-    loss_cls = sum(sigmoid_focal_loss(logits, onehot.to(dt), cfg_.focal_gamma, cfg_.focal_alpha));
-  } else if (R > 0) {
-    Var sel = index_select(logits, 0, Tensor::from_vector(rows, Shape{R}));
-    loss_cls = sum(sigmoid_focal_loss(sel, onehot.to(dt), cfg_.focal_gamma, cfg_.focal_alpha));
+  if (R > 0) {
+    Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}));
+    Var focal = sigmoid_focal_loss(sel, onehot.to(dt), cfg_.focal_gamma, cfg_.focal_alpha);
+    loss_cls = grouped ? sum(focal * row_weights(rows, cfg_.loss_cls_weight))
+                       : sum(focal) * (cfg_.loss_cls_weight / denom);
   } else {
     loss_cls = sum(logits) * 0.0;
   }
-  loss_cls = loss_cls * (cfg_.loss_cls_weight / denom);
   // regression on positives
   Var reg = flatten_levels(out.bbox_preds, 4);
   Var loss_bbox;
@@ -202,14 +221,19 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
     loss_bbox = sum(reg) * 0.0;
   } else {
     Var pos = index_select(reg, 0, t.pos_inds);
+    Var per;  // [P, 4] (L1) or [P] (GIoU)
     if (cfg_.reg_loss == RetinaHeadConfig::RegLoss::L1) {
-      loss_bbox = sum(l1_loss(pos, t.pos_bbox_targets.to(dt)));
+      per = l1_loss(pos, t.pos_bbox_targets.to(dt));
     } else {
       Var boxes = cfg_.coder.decode_var(t.pos_anchors, pos);
-      loss_bbox = sum(giou_loss(boxes, t.pos_gt_boxes.to(dt), cfg_.giou_eps));
+      per = reshape(giou_loss(boxes, t.pos_gt_boxes.to(dt), cfg_.giou_eps), {P, 1});
+    }
+    if (grouped) {
+      loss_bbox = sum(per * row_weights(t.pos_inds.to_vector<int64_t>(), cfg_.loss_bbox_weight));
+    } else {
+      loss_bbox = sum(per) * (cfg_.loss_bbox_weight / denom);
     }
   }
-  loss_bbox = loss_bbox * (cfg_.loss_bbox_weight / denom);
   return {{"loss_cls", loss_cls}, {"loss_bbox", loss_bbox}};
 }
 

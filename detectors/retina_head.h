@@ -12,6 +12,9 @@
 //   loss_bbox = Σ |pred - encode(anchor, gt)| over positives / (avg_factor + eps)        (L1)
 //            or Σ (1 - GIoU(decode(anchor, pred), gt)) over positives / (avg_factor + eps) (GIoU)
 // eps = FLT_EPSILON (mmdet >= 2.24 / 3.x); set avg_factor_eps = 0 for mmdet 2.11-2.23 (FGD/MGD).
+// images_per_group k > 0 emulates mmdet's per-GPU normalisation on one device (specs/detectors.md 5):
+// images are split into groups of k, each group's loss uses its own avg_factor, and the result is the
+// mean over groups (what DDP's gradient averaging over GPUs gives: 8 GPUs x 2 images -> k = 2).
 #pragma once
 #include <cfloat>
 #include <utility>
@@ -41,6 +44,7 @@ struct RetinaHeadConfig {
   enum class RegLoss { L1, GIoU } reg_loss = RegLoss::L1;  // GIoU = reg_decoded_bbox=True + GIoULoss
   double giou_eps = 1e-6;
   double avg_factor_eps = FLT_EPSILON;
+  int64_t images_per_group = 0;  // 0: the whole batch is one group
   double prior_prob = 0.01;
   DenseTestConfig test;
 };
@@ -67,6 +71,7 @@ struct DenseTargets {
   Tensor pos_anchors;       // f32 [P, 4]
   int64_t num_pos = 0, num_neg = 0;
   double avg_factor = 0;  // Σ_images max(#pos, 1)
+  std::vector<int64_t> num_pos_per_image;
 };
 
 class RetinaHead : public Module {

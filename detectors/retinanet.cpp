@@ -57,6 +57,7 @@ RetinaNetConfig RetinaNetConfig::from_config(const Config& c, const std::string&
   KDET_CHECK(rl == "l1" || rl == "giou", "RetinaNetConfig: ", k("reg_loss"), " must be l1 or giou, got '", rl, "'");
   r.head.reg_loss = rl == "giou" ? RetinaHeadConfig::RegLoss::GIoU : RetinaHeadConfig::RegLoss::L1;
   r.head.avg_factor_eps = c.get_double(k("avg_factor_eps"), FLT_EPSILON);
+  r.head.images_per_group = c.get_int(k("images_per_group"), 0);
   r.head.allowed_border = c.get_int(k("allowed_border"), -1);
   r.head.test.nms_pre = c.get_int(k("test_nms_pre"), 1000);
   r.head.test.score_thr = c.get_double(k("test_score_thr"), 0.05);

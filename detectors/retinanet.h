@@ -37,7 +37,7 @@ struct RetinaNetConfig {
   //   depth 50 | groups 1 | base_width 4 | base_channels 64 | frozen_stages 1 | norm_eval true |
   //   neck_channels 256 | feat_channels (= neck_channels) | stacked_convs 4 | num_classes 80 |
   //   head_norm none|gn | reg_loss l1|giou | avg_factor_eps (FLT_EPSILON; 0 = mmdet <= 2.23) |
-  //   allowed_border -1 | test_nms_pre 1000 | test_score_thr 0.05 | test_nms_iou 0.5 |
+  //   images_per_group 0 | allowed_border -1 | test_nms_pre 1000 | test_score_thr 0.05 | test_nms_iou 0.5 |
   //   test_max_per_img 100 | test_legacy false (mmdet <= 2.17 inference)
   static RetinaNetConfig from_config(const Config& c, const std::string& section = "model");
   // Re-derives neck.in_channels from the backbone (call after editing backbone fields).

@@ -391,3 +391,39 @@ TEST_CASE("det retinanet: save / load round trip gives identical detections; COC
   CHECK(res[0].category_id == 10 + lab[0]);
   CHECK(res[0].bbox[2] == doctest::Approx(double(box[2]) - double(box[0])));
 }
+
+TEST_CASE("det retina head: images_per_group normalises per group and averages (mmdet per-GPU)") {
+  RetinaHeadConfig c = tiny_head_cfg();
+  c.anchors.strides = {8, 16};
+  std::vector<GtInstances> gts = {
+      {Tensor::from_vector<float>({4, 5, 30, 22, 10, 2, 20, 30, 1, 1, 9, 9}, {3, 4}), Tensor::from_vector<int64_t>({1, 3, 0}), {}},
+      {Tensor::from_vector<float>({2, 2, 28, 30}, {1, 4}), Tensor::from_vector<int64_t>({2}), {}},
+      {Tensor::zeros({0, 4}), Tensor::zeros({0}, DType::I64), {}}};
+  std::vector<ImageGeometry> geo(3);
+  for (auto& g : geo) g.img_h = g.img_w = 32;
+  Tensor c0 = rnd({3, 36, 4, 4}, 1, -3, 1).to(DType::F32), c1 = rnd({3, 36, 2, 2}, 2, -3, 1).to(DType::F32);
+  Tensor r0 = rnd({3, 36, 4, 4}, 3, -.5, .5).to(DType::F32), r1 = rnd({3, 36, 2, 2}, 4, -.5, .5).to(DType::F32);
+  for (auto rl : {RetinaHeadConfig::RegLoss::L1, RetinaHeadConfig::RegLoss::GIoU}) {
+    c.reg_loss = rl;
+    RetinaHead whole(c);
+    c.images_per_group = 1;
+    RetinaHead grouped(c);
+    c.images_per_group = 0;
+    auto outs = [&](int64_t a, int64_t b) {
+      RetinaHeadOutputs o;
+      o.cls_scores = {Var(c0.slice(0, a, b).contiguous()), Var(c1.slice(0, a, b).contiguous())};
+      o.bbox_preds = {Var(r0.slice(0, a, b).contiguous()), Var(r1.slice(0, a, b).contiguous())};
+      return o;
+    };
+    LossList lg = grouped.loss(outs(0, 3), gts, geo);
+    double ref_cls = 0, ref_bbox = 0;
+    for (int64_t n = 0; n < 3; ++n) {
+      LossList li = whole.loss(outs(n, n + 1), {gts[n]}, {geo[n]});
+      ref_cls += li[0].second.item() / 3, ref_bbox += li[1].second.item() / 3;
+    }
+    CHECK(lg[0].second.item() == doctest::Approx(ref_cls).epsilon(1e-5));
+    CHECK(lg[1].second.item() == doctest::Approx(ref_bbox).epsilon(1e-5));
+    LossList lw = whole.loss(outs(0, 3), gts, geo);  // one group: differs (global avg_factor)
+    CHECK(std::abs(lw[0].second.item() - lg[0].second.item()) > 1e-4);
+  }
+}
