@@ -22,9 +22,13 @@ struct Plan {
   Shape out;   // result shape (keep, or keep without the reduced dims)
   int64_t O = 1, R = 1, I = 1;
   Tensor src;
+  // Set instead (sum/mean only) when contiguous x is [A reduced, B kept, C reduced] after merging dims,
+  // e.g. NCHW over (0, 2, 3): reduced without a permuted copy.
+  bool rkr = false;
+  int64_t A = 1, B = 1, C = 1;
 };
 
-Plan make_plan(const char* op, const Tensor& x, const std::vector<int>& axes, bool keepdim) {
+Plan make_plan(const char* op, const Tensor& x, const std::vector<int>& axes, bool keepdim, bool allow_rkr = false) {
   KDET_CHECK(x.defined(), op, ": undefined tensor");
   KDET_CHECK(is_floating(x.dtype()), op, ": expects an f32 or f64 tensor, got ", x.desc());
   if (!x.device().is_cpu()) no_kernel(op, x.device());
@@ -61,6 +65,23 @@ Plan make_plan(const char* op, const Tensor& x, const std::vector<int>& axes, bo
   } else if (block) {
     for (int d = 0; d < lo; ++d) P.O *= x.shape()[d];
     for (int d = hi + 1; d < nd; ++d) P.I *= x.shape()[d];
+    P.src = x;
+  } else if (allow_rkr && x.is_contiguous() && [&] {
+               std::vector<std::pair<bool, int64_t>> groups;  // (reduced, extent) runs of dims of size > 1
+               for (int d = 0; d < nd; ++d) {
+                 if (x.shape()[d] == 1) continue;
+                 if (!groups.empty() && groups.back().first == red[d])
+                   groups.back().second *= x.shape()[d];
+                 else
+                   groups.push_back({red[d], x.shape()[d]});
+               }
+               if (groups.size() != 3 || !groups[0].first) return false;
+               P.A = groups[0].second;
+               P.B = groups[1].second;
+               P.C = groups[2].second;
+               return true;
+             }()) {
+    P.rkr = true;
     P.src = x;
   } else {  // move the reduced dims last and copy
     std::vector<int> order;
@@ -183,12 +204,33 @@ void extreme_kernel(const T* p, int64_t O, int64_t R, int64_t I, T* out, int64_t
   }
 }
 
+// out[b] = scale * Σ_a Σ_c x[a, b, c] (fixed order: a outer, c inner).
+template <class T>
+void sum_rkr_kernel(const T* p, int64_t A, int64_t B, int64_t C, T* out, double scale) {
+#pragma omp parallel for schedule(static) if (A * B * C > cpu::kParallelGrain && B > 1)
+  for (int64_t b = 0; b < B; ++b) {
+    double acc = 0;
+    for (int64_t a = 0; a < A; ++a) {
+      const T* q = p + (a * B + b) * C;
+      double s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t c = 0; c < C; ++c) s += static_cast<double>(q[c]);
+      acc += s;
+    }
+    out[b] = static_cast<T>(acc * scale);
+  }
+}
+
 Tensor reduce_sum(const char* op, const Tensor& x, const std::vector<int>& axes, bool keepdim, bool mean) {
-  Plan P = make_plan(op, x, axes, keepdim);
+  Plan P = make_plan(op, x, axes, keepdim, /*allow_rkr=*/true);
   Tensor out = Tensor::empty(P.keep, x.dtype(), x.device());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const double scale = mean ? 1.0 / static_cast<double>(P.R) : 1.0;
+    if (P.rkr) {
+      sum_rkr_kernel<T>(P.src.template data<T>(), P.A, P.B, P.C, out.data<T>(), scale);
+      return;
+    }
     sum_kernel<T>(P.src.template data<T>(), P.O, P.R, P.I, out.data<T>(), scale);
   });
   return out.view(P.out);
