@@ -133,4 +133,32 @@ KdGolden parse_kdgold(const std::string& bytes, const std::string& path) {
   return g;
 }
 
+std::string encode_kdgold(const std::string& method, const std::string& case_name,
+                          const std::map<std::string, Tensor>& tensors) {
+  nlohmann::ordered_json h;
+  h["__metadata__"] = {{"format", kKdGoldFormat}, {"method", method}, {"case", case_name}};
+  std::string data;
+  for (const auto& [key, t] : tensors) {  // std::map: ascending byte order of the keys
+    KDET_CHECK(t.defined(), "encode_kdgold: tensor '", key, "' is undefined");
+    const Tensor c = t.to(Device::cpu()).to(DType::F64).contiguous();
+    const uint64_t b = data.size();
+    data.append(static_cast<const char*>(c.raw_data()), c.nbytes());
+    h[key] = {{"dtype", "F64"}, {"shape", std::vector<int64_t>(c.shape())}, {"data_offsets", {b, data.size()}}};
+  }
+  std::string hs = h.dump();
+  while (hs.size() % 8) hs.push_back(' ');
+  std::string out(8, '\0');
+  const uint64_t n = hs.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  return out + hs + data;
+}
+
+void save_kdgold(const std::string& path, const KdGolden& g) {
+  const std::string bytes = encode_kdgold(g.method, g.case_name, g.tensors);
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  KDET_CHECK(f.good(), path, ": cannot open for writing");
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  KDET_CHECK(f.good(), path, ": write error");
+}
+
 }  // namespace kdet::kd

@@ -38,4 +38,11 @@ KdGolden load_kdgold(const std::string& path);
 // The same validation on bytes already in memory (`path` is used in messages only).
 KdGolden parse_kdgold(const std::string& bytes, const std::string& path);
 
+// The writer side (§1.1–1.3): every tensor converted to F64, laid out contiguously in ascending byte
+// order of the keys, header = compact JSON {"__metadata__": {format, method, case}, key: {...}, ...}
+// padded with spaces to a multiple of 8. Byte-identical to tests/ref/gen_kd_golden.py's writer.
+std::string encode_kdgold(const std::string& method, const std::string& case_name,
+                          const std::map<std::string, Tensor>& tensors);
+void save_kdgold(const std::string& path, const KdGolden& g);
+
 }  // namespace kdet::kd
