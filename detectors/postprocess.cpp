@@ -8,6 +8,10 @@
 
 namespace kdet {
 
+namespace {
+inline float sigmoid1(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+}  // namespace
+
 Tensor dense_to_rows(const Tensor& map_in, int64_t k) {
   KDET_CHECK(map_in.ndim() == 3 && k > 0 && map_in.size(0) % k == 0, "dense_to_rows: expects [A*", k,
              ", H, W], got ", map_in.desc());
@@ -39,26 +43,45 @@ Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::v
     const int64_t n = logits.size(0);
     KDET_CHECK(deltas.size(0) == n && priors[l].size(0) == n, "dense_postprocess: level ", l, " has ", n,
                " score rows, ", deltas.size(0), " box rows and ", priors[l].size(0), " priors");
-    std::vector<float> sc(n * C);
     const float* pl = logits.data<float>();
-    for (int64_t i = 0; i < n * C; ++i) sc[i] = 1.0f / (1.0f + std::exp(-pl[i]));
     Tensor pri = priors[l].to(DType::F32).contiguous();
+    std::vector<float> sc;  // legacy: all scores [n, C]
+    if (cfg.legacy) {
+      sc.resize(n * C);
+      for (int64_t i = 0; i < n * C; ++i) sc[i] = sigmoid1(pl[i]);
+    }
     if (!cfg.legacy) {
+      // (prior, class) pairs with score > score_thr, row-major; a logit prefilter skips most sigmoids
+      // (the exact test is on the f32 sigmoid, so the result is that of thresholding every score).
+      const float thr = static_cast<float>(cfg.score_thr);
+      const float lthr = (cfg.score_thr > 0 && cfg.score_thr < 1)
+                             ? static_cast<float>(std::log(cfg.score_thr / (1 - cfg.score_thr)) - 1e-2)
+                             : -INFINITY;
       std::vector<int64_t> cand;
-      for (int64_t i = 0; i < n * C; ++i)
-        if (sc[i] > static_cast<float>(cfg.score_thr)) cand.push_back(i);
-      std::stable_sort(cand.begin(), cand.end(), [&](int64_t a, int64_t b) { return sc[a] > sc[b]; });
-      const int64_t k = std::min<int64_t>(cfg.nms_pre, static_cast<int64_t>(cand.size()));
+      std::vector<float> cs;
+      for (int64_t i = 0; i < n * C; ++i) {
+        if (!(pl[i] > lthr)) continue;
+        const float s = sigmoid1(pl[i]);
+        if (s > thr) cand.push_back(i), cs.push_back(s);
+      }
+      // the nms_pre best under (score desc, index asc) = a stable descending sort, truncated
+      std::vector<int64_t> order(cand.size());
+      std::iota(order.begin(), order.end(), 0);
+      auto better = [&](int64_t a, int64_t b) { return cs[a] > cs[b] || (cs[a] == cs[b] && a < b); };
+      const int64_t k_all = static_cast<int64_t>(cand.size());
+      const int64_t k = cfg.nms_pre > 0 ? std::min<int64_t>(cfg.nms_pre, k_all) : k_all;
+      if (k < k_all) std::nth_element(order.begin(), order.begin() + k, order.end(), better);
+      std::sort(order.begin(), order.begin() + k, better);
       if (k == 0) continue;
       Tensor kp = Tensor::empty({k, 4}), kd = Tensor::empty({k, 4});
       const float* pp = pri.data<float>();
       const float* pd = deltas.data<float>();
       for (int64_t j = 0; j < k; ++j) {
-        const int64_t row = cand[j] / C;
+        const int64_t idx = cand[order[j]], row = idx / C;
         std::copy(pp + row * 4, pp + row * 4 + 4, kp.data<float>() + j * 4);
         std::copy(pd + row * 4, pd + row * 4 + 4, kd.data<float>() + j * 4);
-        all_scores.push_back(sc[cand[j]]);
-        all_labels.push_back(cand[j] % C);
+        all_scores.push_back(cs[order[j]]);
+        all_labels.push_back(idx % C);
       }
       Tensor dec = coder.decode(kp, kd, max_shape);
       all_boxes.insert(all_boxes.end(), dec.data<float>(), dec.data<float>() + k * 4);
