@@ -8,6 +8,11 @@
 //   max|a − b| ≤ rtol_f · max( max|b|, φ_f · S_f ),  S_f = largest max|b| of family f in the file,
 //   (rtol, φ) = out (1e-9, 1e-9), grad (1e-8, 1e-5), mid (1e-9, 1e-9); every a finite, shapes equal.
 // A missing or extra out.* / grad.* key fails; a mid.* key the engine cannot produce is listed as skipped.
+//
+// Float32 smoke mode (KdCheckOptions::dtype = F32): inputs and parameters are converted to f32 (box
+// coordinates and ref_hw stay f64) and the engine's f32 path is compared under loose limits
+// (rtol out/mid 1e-4, grad 1e-3; φ = 1e-3 for all families). The kdgold-1 tolerances are for float64 only (§6); the f32
+// limits are this engine's choice, for catching f32-only breakage, not an exactness claim.
 #pragma once
 #include <cmath>
 #include <string>
@@ -20,8 +25,12 @@ namespace kdet::kd {
 struct KdTolerance {
   double rtol, phi;
 };
-// For family "out", "grad" or "mid".
-KdTolerance kd_tolerance(const std::string& family);
+// For family "out", "grad" or "mid" (and the dtype of the run: F64 = the format's rule).
+KdTolerance kd_tolerance(const std::string& family, DType dtype = DType::F64);
+
+struct KdCheckOptions {
+  DType dtype = DType::F64;
+};
 
 struct KdKeyCheck {
   std::string key;
@@ -43,7 +52,7 @@ struct KdCheckReport {
 };
 
 // Never throws for a bad file or an engine error: the reason is recorded in errors.
-KdCheckReport kd_check_file(const std::string& path);
-KdCheckReport kd_check(const KdGolden& golden);
+KdCheckReport kd_check_file(const std::string& path, const KdCheckOptions& opts = {});
+KdCheckReport kd_check(const KdGolden& golden, const KdCheckOptions& opts = {});
 
 }  // namespace kdet::kd

@@ -20,12 +20,15 @@ void usage(FILE* f) {
                "  max|a-b| <= rtol * max(max|b|, phi * S_family)  (out/mid 1e-9, 1e-9; grad 1e-8, 1e-5).\n"
                "  Prints the max relative error per key (relative to max(max|b|, phi * S)); exits 1 on any\n"
                "  failure or malformed file.\n"
-               "  -q  print only failing keys and one summary line per file\n");
+               "  -q     print only failing keys and one summary line per file\n"
+               "  --f32  smoke test of the float32 path (inputs/params cast to f32; loose limits: rtol out/mid\n"
+               "         1e-4, grad 1e-3, phi 1e-3) — not the format's float64 exactness check\n");
 }
 }  // namespace
 
 int cmd_kd_check(int argc, char** argv) {
   bool quiet = false;
+  kd::KdCheckOptions opts;
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
@@ -34,6 +37,10 @@ int cmd_kd_check(int argc, char** argv) {
     }
     if (!std::strcmp(argv[i], "-q") || !std::strcmp(argv[i], "--quiet")) {
       quiet = true;
+      continue;
+    }
+    if (!std::strcmp(argv[i], "--f32")) {
+      opts.dtype = DType::F32;
       continue;
     }
     if (argv[i][0] == '-' && argv[i][1]) {
@@ -49,9 +56,9 @@ int cmd_kd_check(int argc, char** argv) {
   }
   int failed = 0;
   for (const auto& path : files) {
-    const kd::KdCheckReport rep = kd::kd_check_file(path);
+    const kd::KdCheckReport rep = kd::kd_check_file(path, opts);
     const bool ok = rep.ok();
-    std::printf("%s: %s", path.c_str(), rep.method.empty() ? "(unreadable)" : rep.method.c_str());
+    std::printf("%s%s: %s", opts.dtype == DType::F32 ? "[f32 smoke] " : "", path.c_str(), rep.method.empty() ? "(unreadable)" : rep.method.c_str());
     if (!rep.case_name.empty()) std::printf(" case %s", rep.case_name.c_str());
     std::printf("\n");
     for (const auto& k : rep.keys) {

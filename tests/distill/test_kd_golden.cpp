@@ -10,6 +10,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sys/wait.h>
 #include <sstream>
 
 #include "distill/kd_check.h"
@@ -158,6 +159,46 @@ TEST_CASE("kd golden: every kdgold-1 reference file passes the checker with no s
       const KdCheckReport r = kd_check_file(e.path().string());
       CHECK_MESSAGE(r.ok(), summary(r));
     }
+}
+
+TEST_CASE("kd golden: float32 smoke run of every loss against the float64 golden files") {
+  for (const auto& name : kCases) {
+    if (!load_fixture("kd_golden/" + name)) continue;
+    const KdCheckReport r = kd_check_file(golden_path(name), KdCheckOptions{DType::F32});
+    CHECK_MESSAGE(r.ok(), "[f32] " << summary(r));
+  }
+}
+
+TEST_CASE("kdet kd-check CLI: exit 0 on golden files, 1 on a perturbed or malformed file, 2 on usage") {
+  const char* bin = std::getenv("KDET_BIN");
+  if (!bin) {
+    MESSAGE("KDET_BIN is not set (make test sets it): CLI exit-status test skipped");
+    return;
+  }
+  auto g = golden("mgd_1");
+  if (!g) return;
+  const std::string dir = std::filesystem::temp_directory_path() / "kdet_kd_cli_test";
+  std::filesystem::create_directories(dir);
+  auto rc = [&](const std::string& args) {
+    const int r = std::system((std::string(bin) + " kd-check " + args + " > " + dir + "/out.txt 2>&1").c_str());
+    return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+  };
+  CHECK(rc("-q " + golden_path("mgd_1") + " " + golden_path("fitnet_1")) == 0);
+  KdGolden p = *g;
+  p.tensors["out.loss"] = ops::mul_scalar(p.at("out.loss"), 1.0 + 1e-6);
+  save_kdgold(dir + "/mgd_1.safetensors", p);
+  CHECK(rc(golden_path("mgd_1") + " " + dir + "/mgd_1.safetensors") == 1);
+  const std::string out = file_bytes(dir + "/out.txt");
+  CHECK(out.find("FAIL out.loss") != std::string::npos);
+  CHECK(out.find("max rel err") != std::string::npos);
+  {
+    std::ofstream f(dir + "/crd_0.safetensors", std::ios::binary);
+    f << raw_file(R"({"__metadata__":{"format":"kdgold-1","method":"crd","case":"crd_0"}})", "");
+  }
+  CHECK(rc(dir + "/crd_0.safetensors") == 1);
+  CHECK(file_bytes(dir + "/out.txt").find("unknown method 'crd'") != std::string::npos);
+  CHECK(rc("") == 2);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("kd golden: the C++ writer reproduces the Python generator's bytes exactly") {
