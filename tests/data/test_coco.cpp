@@ -171,3 +171,29 @@ TEST_CASE("coco: results files") {
   CHECK(back[0].score == d.score);
   std::remove(path.c_str());
 }
+
+TEST_CASE("coco: every truncation and many single-byte corruptions give an Error, never a crash") {
+  std::string good = kGood;
+  int errors = 0;
+  for (size_t n = 0; n < good.size(); ++n) {
+    try {
+      parse(good.substr(0, n));
+    } catch (const Error& e) {
+      ++errors;
+      CHECK(std::string(e.what()).rfind("t.json: ", 0) == 0);
+    }
+  }
+  CHECK(errors == static_cast<int>(good.size()));
+  uint64_t x = 12345;
+  const char repl[] = "{}[]\",:0-.eN ";
+  for (int k = 0; k < 400; ++k) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    std::string bad = good;
+    bad[(x >> 33) % bad.size()] = repl[(x >> 13) % (sizeof(repl) - 1)];
+    try {
+      parse(bad);  // some corruptions are still valid COCO (e.g. a digit changed)
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).rfind("t.json", 0) == 0);
+    }
+  }
+}
