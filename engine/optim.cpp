@@ -3,10 +3,12 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "engine/backend.h"
 #include "engine/ops/cpu_map.h"
@@ -42,6 +44,55 @@ std::string join(const std::vector<std::string>& v, const char* sep) {
   std::string s;
   for (size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + v[i];
   return s;
+}
+
+// p -= lr * update, torch.optim.SGD order of operations (hyperparameters cast to T like torch's alpha).
+template <class T, bool WD, bool BUF, bool FIRST, bool NESTEROV>
+void sgd_kernel(T* __restrict pp, const T* __restrict pg, T* __restrict pb, int64_t n, const ParamGroup& grp) {
+  const T wd = static_cast<T>(grp.weight_decay), m = static_cast<T>(grp.momentum);
+  const T damp1 = static_cast<T>(1.0 - grp.dampening), neg_lr = static_cast<T>(-grp.lr);
+#pragma omp parallel for simd schedule(static) if (n > cpu::kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    T d = pg[i];
+    if constexpr (WD) d = d + wd * pp[i];
+    T u = d;
+    if constexpr (BUF) {
+      T b;
+      if constexpr (FIRST) b = d;
+      else b = pb[i] * m + damp1 * d;
+      pb[i] = b;
+      if constexpr (NESTEROV) u = d + m * b;
+      else u = b;
+    }
+    pp[i] = pp[i] + neg_lr * u;
+  }
+}
+
+// Not vectorised: GCC keeps a scalar sqrt call for errno (-fmath-errno); the loop is memory-bound.
+template <class T, bool AMSGRAD>
+void adamw_kernel(T* __restrict pp, const T* __restrict pg, T* __restrict m, T* __restrict v, T* __restrict vmax,
+                  int64_t n, const ParamGroup& grp, double step_size, double bc2_sqrt) {
+  const T decay = static_cast<T>(1.0 - grp.lr * grp.weight_decay);
+  const T b1 = static_cast<T>(grp.beta1), b2 = static_cast<T>(grp.beta2);
+  const T c1 = static_cast<T>(1.0 - grp.beta1), c2 = static_cast<T>(1.0 - grp.beta2);
+  const T bc2s = static_cast<T>(bc2_sqrt), eps = static_cast<T>(grp.eps);
+  const T neg_step = static_cast<T>(-step_size);
+#pragma omp parallel for simd schedule(static) if (n > cpu::kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    const T gi = pg[i];
+    const T pi = pp[i] * decay;
+    const T mi = m[i] * b1 + c1 * gi;
+    const T vi = v[i] * b2 + c2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    T vd = vi;
+    if constexpr (AMSGRAD) {
+      vd = vmax[i] > vi ? vmax[i] : vi;
+      vmax[i] = vd;
+    }
+    const T denom = std::sqrt(vd) / bc2s + eps;
+    pp[i] = pi + (neg_step * mi) / denom;
+  }
 }
 
 }  // namespace
@@ -202,26 +253,24 @@ void SGD::step() {
       }
       dispatch_float(p.dtype(), "SGD.step", [&](auto tag) {
         using T = decltype(tag);
-        T* pp = p.data().template data<T>();
-        const T* pg = g.template data<T>();
-        const T wd = static_cast<T>(grp.weight_decay), m = static_cast<T>(grp.momentum);
-        const T damp1 = static_cast<T>(1.0 - grp.dampening), neg_lr = static_cast<T>(-grp.lr);
-        const bool has_wd = grp.weight_decay != 0, nesterov = grp.nesterov;
+        T* pb = buf ? buf->template data<T>() : nullptr;
+        // Branches resolved at compile time so the loop vectorises.
+        auto run = [&](auto wd_c, auto buf_c, auto first_c, auto nest_c) {
+          sgd_kernel<T, decltype(wd_c)::value, decltype(buf_c)::value, decltype(first_c)::value,
+                     decltype(nest_c)::value>(p.data().template data<T>(), g.template data<T>(), pb, n, grp);
+        };
+        using F = std::false_type;
+        using Tr = std::true_type;
+        const bool wd = grp.weight_decay != 0;
         if (!buf) {
-          par_for(n, [&](int64_t i) {
-            T d = has_wd ? pg[i] + wd * pp[i] : pg[i];
-            pp[i] = pp[i] + neg_lr * d;
-          });
-          return;
+          wd ? run(Tr{}, F{}, F{}, F{}) : run(F{}, F{}, F{}, F{});
+        } else if (first) {
+          if (grp.nesterov) wd ? run(Tr{}, Tr{}, Tr{}, Tr{}) : run(F{}, Tr{}, Tr{}, Tr{});
+          else wd ? run(Tr{}, Tr{}, Tr{}, F{}) : run(F{}, Tr{}, Tr{}, F{});
+        } else {
+          if (grp.nesterov) wd ? run(Tr{}, Tr{}, F{}, Tr{}) : run(F{}, Tr{}, F{}, Tr{});
+          else wd ? run(Tr{}, Tr{}, F{}, F{}) : run(F{}, Tr{}, F{}, F{});
         }
-        T* pb = buf->template data<T>();
-        par_for(n, [&](int64_t i) {
-          T d = has_wd ? pg[i] + wd * pp[i] : pg[i];
-          T b = first ? d : pb[i] * m + damp1 * d;
-          pb[i] = b;
-          T u = nesterov ? d + m * b : b;
-          pp[i] = pp[i] + neg_lr * u;
-        });
       });
     }
   }
@@ -284,37 +333,11 @@ void AdamW::step() {
         const T* pg = g.template data<T>();
         T* m = st.exp_avg.template data<T>();
         T* v = st.exp_avg_sq.template data<T>();
-        const T decay = static_cast<T>(1.0 - grp.lr * grp.weight_decay);
-        const T b1 = static_cast<T>(grp.beta1), b2 = static_cast<T>(grp.beta2);
-        const T c1 = static_cast<T>(1.0 - grp.beta1), c2 = static_cast<T>(1.0 - grp.beta2);
-        const T bc2s = static_cast<T>(bc2_sqrt), eps = static_cast<T>(grp.eps);
-        const T neg_step = static_cast<T>(-step_size);
-        if (grp.amsgrad) {
-          T* vmax = st.max_exp_avg_sq.template data<T>();
-          par_for(n, [&](int64_t i) {
-            T gi = pg[i];
-            T pi = pp[i] * decay;
-            T mi = m[i] * b1 + c1 * gi;
-            T vi = v[i] * b2 + c2 * gi * gi;
-            T vm = vmax[i] > vi ? vmax[i] : vi;
-            m[i] = mi;
-            v[i] = vi;
-            vmax[i] = vm;
-            T denom = std::sqrt(vm) / bc2s + eps;
-            pp[i] = pi + (neg_step * mi) / denom;
-          });
-        } else {
-          par_for(n, [&](int64_t i) {
-            T gi = pg[i];
-            T pi = pp[i] * decay;
-            T mi = m[i] * b1 + c1 * gi;
-            T vi = v[i] * b2 + c2 * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            T denom = std::sqrt(vi) / bc2s + eps;
-            pp[i] = pi + (neg_step * mi) / denom;
-          });
-        }
+        T* vmax = grp.amsgrad ? st.max_exp_avg_sq.template data<T>() : nullptr;
+        if (grp.amsgrad)
+          adamw_kernel<T, true>(pp, pg, m, v, vmax, n, grp, step_size, bc2_sqrt);
+        else
+          adamw_kernel<T, false>(pp, pg, m, v, vmax, n, grp, step_size, bc2_sqrt);
       });
     }
   }
