@@ -132,8 +132,10 @@ test: check-deps $(BUILD)/kdet $(BUILD)/kdet_tests fixtures
 
 test-bin: $(BUILD)/kdet_tests
 
-bench: $(BUILD)/kdet_bench
+bench: $(BUILD)/kdet_bench $(BUILD)/kdet
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/kdet_bench $(BENCH_ARGS)
+	@echo; echo "== COCO annotation loading (instances_train2017-sized file; target < 10 s, < 3 GB RSS) =="
+	@$(BUILD)/kdet bench-coco-load
 
 clean:
 	rm -rf $(BUILD)
