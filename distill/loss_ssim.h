@@ -24,8 +24,16 @@ struct SSIMConfig {
   double minmax_eps = 1e-12;
 };
 
-// outer(g, g) with g_j = exp(−(j − ⌊w/2⌋)²/(2σ²)) normalised to sum 1; [w, w] f64.
+// g_j = exp(−(j − ⌊w/2⌋)²/(2σ²)) normalised to sum 1 (length w, odd), and the window outer(g, g) [w, w] f64.
+std::vector<double> gaussian_kernel_1d(int64_t w, double sigma);
 Tensor gaussian_window(int64_t w, double sigma);
+
+// Depthwise filtering of x [N, C, H, W] with the separable window outer(g, g), zero "same" padding
+// ⌊w/2⌋: y = conv2d(x, outer(g,g) per channel, pad ⌊w/2⌋, groups C), computed as a row pass and a
+// column pass (O(w) per element instead of O(w²)); planes in parallel (static schedule, deterministic).
+// Custom op "kd_gaussian_filter"; g must be symmetric, so the backward is the same filter applied to
+// the output gradient.
+Var gaussian_filter(const Var& x, const std::vector<double>& g);
 
 class SSIMKDLoss : public Module {
  public:
@@ -42,7 +50,7 @@ class SSIMKDLoss : public Module {
 // Per-(image, channel) min-max rescaling of x [N, C, H, W] (differentiable; torch amin/amax gradient
 // rule, split evenly between tied extrema).
 Var minmax_normalize(const Var& x, double eps);
-// The SSIM map of x and y [N, C, H, W] (x differentiable, y any), window [w, w] of x's dtype.
-Var ssim_map(const Var& x, const Var& y, const Tensor& window, double C1, double C2);
+// The SSIM map of x and y [N, C, H, W] (x differentiable, y any) with the window outer(g, g).
+Var ssim_map(const Var& x, const Var& y, const std::vector<double>& g, double C1, double C2);
 
 }  // namespace kdet::kd

@@ -24,6 +24,7 @@
 #include "distill/loss_logit_kd.h"
 #include "distill/loss_mgd.h"
 #include "distill/loss_ssim.h"
+#include "engine/ops/conv2d.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "engine/ops/softmax.h"
@@ -532,8 +533,27 @@ TEST_CASE("gradcheck: ssim_kd (levels smaller than the window, C_s != C_t)") {
   param_fd_check(loss, [&] { return loss.forward(S, T).loss; }, "ssim_kd", 1e-6, 1e-5, 1e-8);
   // identical normalised inputs give SSIM = 1 everywhere
   const Tensor x = rnd({1, 2, 3, 4}, 65);
-  Var m = ssim_map(Var(x), Var(x), gaussian_window(11, 1.5), 1e-4, 9e-4);
+  Var m = ssim_map(Var(x), Var(x), gaussian_kernel_1d(11, 1.5), 1e-4, 9e-4);
   for (double v : m.data().to_vector<double>()) CHECK(v == doctest::Approx(1.0).epsilon(1e-12));
+}
+
+TEST_CASE("kd_gaussian_filter: separable filter == depthwise conv2d with the 2-D window; gradcheck") {
+  for (auto [w, sigma] : {std::pair<int64_t, double>{11, 1.5}, {7, 1.0}, {3, 0.8}}) {
+    const std::vector<double> g = gaussian_kernel_1d(w, sigma);
+    double sum = 0;
+    for (double v : g) sum += v;
+    CHECK(sum == doctest::Approx(1.0).epsilon(1e-15));
+    for (const Shape& s : {Shape{2, 3, 9, 13}, Shape{1, 2, 2, 3}, Shape{1, 1, 12, 1}}) {
+      const Tensor x = rnd(s, 90 + w);
+      const Tensor win = gaussian_window(w, sigma).reshape({1, 1, w, w}).expand({s[1], 1, w, w}).contiguous();
+      const Tensor ref = ops::conv2d(x, win, Tensor(), Conv2dArgs::make(1, w / 2, 1, s[1]));
+      check_close(gaussian_filter(Var(x), g).data(), ref, 1e-13, 1e-15, "separable vs conv2d");
+      // f32 path too
+      check_close(gaussian_filter(Var(x.to(DType::F32)), g).data(), ref, 1e-5, 1e-6, "separable f32");
+    }
+    CHECK(gradcheck([&](const std::vector<Var>& v) { return gaussian_filter(v[0], g); }, {rnd({2, 2, 5, 6}, 99)}));
+  }
+  CHECK_THROWS_AS(gaussian_filter(Var(rnd({1, 1, 4, 4}, 1)), {0.2, 0.5, 0.3}), Error);  // not symmetric
 }
 
 TEST_CASE("gradcheck: fbkd and aid (masks from the teacher only, so they are constants)") {
