@@ -91,9 +91,24 @@ RetinaNetTaps RetinaNet::forward(const Var& images) {
              images.data().desc(), " expected [N, ", cfg_.backbone.in_channels, ", H, W]");
   RetinaNetTaps t;
   t.backbone = backbone_->forward(images);
-  t.neck = neck_->forward(t.backbone);
+  t.neck = neck_->forward(t.backbone, &t.neck_conv);
   t.head = head_->forward(t.neck);
   return t;
+}
+
+std::map<std::string, Var> RetinaNetTaps::named() const {
+  std::map<std::string, Var> m;
+  for (size_t i = 0; i < backbone.size(); ++i) m["backbone.layer" + std::to_string(i + 1)] = backbone[i];
+  for (size_t i = 0; i < neck.size(); ++i) m["neck.out." + std::to_string(i)] = neck[i];
+  for (size_t i = 0; i < neck_conv.size(); ++i) m["neck.fpn_convs." + std::to_string(i) + ".conv"] = neck_conv[i];
+  for (size_t l = 0; l < head.num_levels(); ++l) {
+    const std::string s = std::to_string(l);
+    m["bbox_head.retina_cls." + s] = head.cls_scores[l];
+    m["bbox_head.retina_reg." + s] = head.bbox_preds[l];
+    if (l < head.cls_feats.size()) m["bbox_head.cls_feat." + s] = head.cls_feats[l];
+    if (l < head.reg_feats.size()) m["bbox_head.reg_feat." + s] = head.reg_feats[l];
+  }
+  return m;
 }
 
 std::vector<Var> RetinaNet::extract_feat(const Var& images) { return neck_->forward(backbone_->forward(images)); }

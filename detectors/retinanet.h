@@ -10,6 +10,8 @@
 // stages (C2..C5), the FPN levels (P3..P7 = neck.fpn_convs.{i}.conv outputs) and the head's
 // per-level tower features and cls / reg maps. loss(batch, &taps) / predict(batch, &taps) fill them.
 #pragma once
+#include <map>
+#include <string>
 #include <vector>
 
 #include "data/types.h"
@@ -45,9 +47,16 @@ struct RetinaNetConfig {
 };
 
 struct RetinaNetTaps {
-  std::vector<Var> backbone;  // C2..C5 (the backbone's out_indices)
-  std::vector<Var> neck;      // P3..P7
+  std::vector<Var> backbone;   // C2..C5 (the backbone's out_indices)
+  std::vector<Var> neck;       // P3..P7 (FPN outputs, what the head consumes)
+  std::vector<Var> neck_conv;  // outputs of neck.fpn_convs.{i}.conv (= neck unless the FPN has a norm)
   RetinaHeadOutputs head;
+  // Every tap under a stable name, for distiller configs:
+  //   backbone.layer{1..4}            backbone stage outputs (out_indices order)
+  //   neck.fpn_convs.{i}.conv         FGD/MGD hook points;   neck.out.{i}   FPN outputs
+  //   bbox_head.cls_feat.{l} / bbox_head.reg_feat.{l}        tower outputs per level
+  //   bbox_head.retina_cls.{l} / bbox_head.retina_reg.{l}    cls logits / box deltas per level
+  std::map<std::string, Var> named() const;
 };
 
 class RetinaNet : public Module {

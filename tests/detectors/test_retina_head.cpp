@@ -222,6 +222,13 @@ TEST_CASE("det retinanet: tiny RetinaNet trains on a fixed batch; empty GT; pred
       CHECK(taps.head.cls_scores.size() == 5);
       CHECK(taps.head.cls_scores[0].shape() == Shape{2, 27, 8, 8});
       CHECK(taps.head.bbox_preds[4].shape() == Shape{2, 36, 1, 1});
+      auto named = taps.named();
+      CHECK(named.size() == 4 + 5 + 5 + 4 * 5);
+      CHECK(named.at("neck.fpn_convs.2.conv").shape() == Shape{2, 16, 2, 2});
+      CHECK(named.at("neck.fpn_convs.3.conv").shape() == Shape{2, 16, 1, 1});
+      CHECK(named.at("backbone.layer4").shape() == Shape{2, 64, 2, 2});
+      CHECK(named.at("bbox_head.retina_cls.0").shape() == Shape{2, 27, 8, 8});
+      CHECK(named.at("bbox_head.cls_feat.2").shape() == Shape{2, 16, 2, 2});
       CHECK(l[1].second.item() > 0);
     }
     Var total = total_loss(l);
