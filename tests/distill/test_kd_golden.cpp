@@ -260,6 +260,33 @@ TEST_CASE("kd-check fails on perturbed golden values and hyperparameters") {
   for (const auto& k : ok.keys) CHECK_MESSAGE(k.pass, k.key);
 }
 
+TEST_CASE("kd-check tolerance headroom: 1e-14 input noise passes, 1e-6 on any continuous hyperparameter fails") {
+  // kd_golden_format.md §6: independent float64 implementations differ by rounding and must pass with
+  // margin; every continuous hyperparameter must be resolved at a relative 1e-6. Discrete ratios,
+  // integer codes and small stabilising constants (eps, K1) are exempt, as the format says.
+  const std::set<std::string> exempt = {"hp.ln_eps", "hp.bn_eps", "hp.minmax_eps", "hp.K1",
+                                        "hp.mask_ratio", "hp.spatial_ratio", "hp.channel_ratio", "hp.lambda_mgd",
+                                        "hp.reduction", "hp.mask_mode", "hp.se_reduction", "hp.window_size",
+                                        "hp.use_channel_mask"};
+  for (const auto& name : kCases) {
+    auto g = golden(name);
+    if (!g) continue;
+    KdGolden noisy = *g;
+    for (auto& [k, t] : noisy.tensors)
+      if (k.rfind("in.", 0) == 0 && k.rfind("in.boxes", 0) != 0 && k != "in.ref_hw" && k.rfind("in.rand", 0) != 0)
+        t = ops::mul_scalar(t, 1.0 + 1e-14);
+    const KdCheckReport rn = kd_check(noisy);
+    CHECK_MESSAGE(rn.ok(), "1e-14 input noise: " << summary(rn));
+    CHECK_MESSAGE(rn.worst_ratio() < 0.1, name << ": worst err/tol " << rn.worst_ratio() << " under 1e-14 noise");
+    for (const auto& [k, t] : g->tensors) {
+      if (k.rfind("hp.", 0) != 0 || exempt.count(k) || k.find(".nl_") != std::string::npos) continue;
+      KdGolden p = *g;
+      p.tensors[k] = Tensor::scalar(t.item() * (1.0 + 1e-6), DType::F64);
+      CHECK_MESSAGE(!kd_check(p).ok(), name << ": " << k << " changed by 1e-6 is not detected");
+    }
+  }
+}
+
 TEST_CASE("kd-check fails on missing, extra and unconsumed keys") {
   auto g = golden("fgd_1");
   if (!g) return;
