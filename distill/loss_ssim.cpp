@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "engine/ops/conv2d.h"
+#include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 
@@ -39,7 +40,7 @@ template <class T>
 void sep_filter_cpu(const T* x, T* y, int64_t P, int64_t H, int64_t W, const std::vector<double>& gd) {
   const int64_t w = static_cast<int64_t>(gd.size()), r = w / 2;
   std::vector<T> g(gd.begin(), gd.end());
-#pragma omp parallel
+#pragma omp parallel if (P * H * W * w > cpu::kParallelGrain)
   {
     std::vector<T> tmp(H * W);
 #pragma omp for schedule(static)
