@@ -1,0 +1,174 @@
+// distill/distiller.h — the teacher/student runner of issue 5 (specs/kd_losses.md §0, §10).
+//
+//   auto teacher = build_detector(cfg, "teacher");  load_detector_weights(*teacher, path);
+//   auto student = build_detector(cfg, "model");    student->init_weights(gen);
+//   kd::Distiller d(std::move(teacher), std::move(student), kd::DistillConfig::from_config(cfg));
+//   d.init_kd_weights(gen);  if (d.config().inherit) d.inherit_from_teacher();
+//   SGD opt(build_param_groups(d.named_parameters(), base));   // student + KD-module params only
+//   LossList l = d.loss(batch);  total_loss(l).backward();  opt.step();
+//
+// * The teacher is a separate detector object (never a child of the student or of the KD module):
+//   eval mode for good (train() never touches it), every parameter requires_grad = false, and its
+//   forward runs under a NoGradGuard, so its taps are constants with no graph behind them.
+// * Taps are named "<kind>.<level>": neck.i (FPN outputs = neck.fpn_convs.i.conv), backbone.i (the
+//   backbone's out_indices outputs), cls_score.i / bbox_pred.i (head logits / deltas), cls_feat.i /
+//   reg_feat.i (head tower outputs). They are resolved against the detector configs when the
+//   Distiller is built: an unknown name or a level out of range is an error, and so is a channel
+//   mismatch for a method that needs equal channels (FBKD, AID, logit KD). FGD/MGD/AMD/DMKD align
+//   with a 1x1 conv iff C_s != C_t; FitNet and SSIM always have their adapter.
+// * One KD loss module for all tapped levels (it keeps an independent level<i> module per level and
+//   sums the level losses: distill/kd_common.h); its parameters, including the teacher-side ones
+//   (FGD gc_t, FBKD/AID teacher_nl), are trainable and reach the optimizer as "distill.<name>".
+// * loss(batch) returns the student's detection losses (loss_cls, loss_bbox) followed by the KD
+//   components, weighted so that the list sums to the training loss (MMDetection style):
+//     fgd:  loss_fgd_fg = α·Σfg, loss_fgd_bg = β·Σbg, loss_fgd_mask = γ·Σmask, loss_fgd_rela = λ·Σrela
+//     mgd:  loss_mgd = α·Σdis          amd: loss_amd = α·Σdis          dmkd: loss_dmkd = α·Σdis
+//     ssim: loss_ssim = λ·Σssim        fitnet: loss_fitnet = w·Σ       logit_kd: loss_logit_kd
+//     fbkd: loss_fbkd_{feat,channel,spatial,nonlocal} (the spec's 7e-5 / 4e-3 / 4e-3 / 7e-5 applied)
+//     aid:  loss_aid_{feat,channel,spatial,nonlocal}  (per-image weights exp(−β·L_T), L_T = the
+//           teacher's own loss_cls + loss_bbox on that image alone, under no-grad)
+// * inherit_from_teacher() copies every teacher "neck.*" and "bbox_head.*" tensor into the student
+//   (the "inheriting strategy" of FGD/MGD); any missing/extra/mis-shaped key is an error listing all.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/types.h"
+#include "detectors/retinanet.h"
+#include "distill/kd_common.h"
+#include "distill/loss_aid.h"
+#include "distill/loss_amd.h"
+#include "distill/loss_dmkd.h"
+#include "distill/loss_fbkd.h"
+#include "distill/loss_fgd.h"
+#include "distill/loss_fitnet.h"
+#include "distill/loss_logit_kd.h"
+#include "distill/loss_mgd.h"
+#include "distill/loss_ssim.h"
+#include "engine/config.h"
+#include "engine/random.h"
+
+namespace kdet::kd {
+
+enum class KdMethod { FitNet, LogitKD, FGD, MGD, AMD, DMKD, SSIM, FBKD, AID };
+
+// "fitnet", "logit_kd", "fgd", "mgd", "amd", "dmkd", "ssim", "fbkd", "aid" (throws listing them).
+KdMethod parse_kd_method(const std::string& name);
+const char* kd_method_name(KdMethod m);
+const std::vector<std::string>& kd_method_names();
+
+enum class TapKind { Backbone, Neck, ClsScore, BboxPred, ClsFeat, RegFeat };
+struct TapRef {
+  TapKind kind = TapKind::Neck;
+  int64_t level = 0;
+  std::string name;  // as written
+};
+// "neck.3" -> {Neck, 3}; throws on an unknown kind or a malformed level.
+TapRef parse_tap(const std::string& name);
+// Number of levels and channels of a tap kind in a detector built from cfg.
+int64_t tap_levels(const RetinaNetConfig& cfg, TapKind k);
+int64_t tap_channels(const RetinaNetConfig& cfg, TapKind k, int64_t level);
+// The tapped tensor of a forward pass.
+const Var& tap_value(const RetinaNetTaps& taps, const TapRef& t);
+
+struct DistillConfig {
+  KdMethod method = KdMethod::FGD;
+  std::vector<std::string> taps;          // student taps; empty: neck.0..neck.{L-1} (logit_kd: cls_score.*)
+  std::vector<std::string> teacher_taps;  // empty: = taps
+  bool inherit = false;                   // copy the teacher's neck + head into the student
+  std::string teacher_weights;            // safetensors (kdet checkpoint or converted mmdet file)
+  uint64_t seed = 0;                      // MGD random masks
+  bool fgd_pad_ref = false;               // FGD box -> grid reference: img_shape (official) or padded batch (mmrazor)
+
+  FGDConfig fgd;
+  MGDConfig mgd;
+  AMDConfig amd;
+  DMKDConfig dmkd;
+  SSIMConfig ssim;
+  FBKDConfig fbkd;  // nonlocal specs filled from the number of levels when empty
+  double aid_beta = 0.1;
+  FitNetConfig fitnet;
+  LogitBCEConfig logit;  // avg_factor is set per batch (number of anchor rows); T from the config
+  double logit_weight = 1.0;
+
+  // The spec's defaults for `method` on RetinaNet (kd_losses.md §1d, §2d, §3b, §4b, §5, §6, §7, §8):
+  // loss weights, temperatures, mask ratios, and inherit = true for fgd/mgd/amd/dmkd.
+  static DistillConfig defaults(KdMethod m);
+  // [section] keys (every key optional except method; keys of other methods are left unread, so
+  // Config::check_all_used reports them): method, taps, teacher_taps, inherit, seed, and per method
+  //   fgd: temp alpha_fgd beta_fgd gamma_fgd lambda_fgd box_ref(img|pad)
+  //   mgd: alpha_mgd lambda_mgd          amd: alpha temp mask_ratio se_reduction mask_mode(topk|mean)
+  //   dmkd: alpha temp spatial_ratio channel_ratio
+  //   ssim: loss_weight window_size sigma
+  //   fbkd/aid: temp_s temp_c w_feat w_channel w_spatial w_nonlocal use_channel_mask (aid: beta)
+//             nonlocal_inter, nonlocal_pool (one per tap; default the spec's (64,8) (64,4) (128,2)...)
+  //   fitnet: loss_weight reduction(sum_over_batch|mean|sum)     logit_kd: T loss_weight
+  // plus [teacher] weights.
+  static DistillConfig from_config(const Config& c, const std::string& section = "distill");
+};
+
+// The names of the KD components loss() appends for a method, in order.
+std::vector<std::string> kd_component_names(KdMethod m);
+
+class Distiller {
+ public:
+  Distiller(std::unique_ptr<RetinaNet> teacher, std::unique_ptr<RetinaNet> student, DistillConfig cfg);
+
+  RetinaNet& teacher() { return *teacher_; }
+  RetinaNet& student() { return *student_; }
+  Module& kd_module() { return *kd_; }
+  const DistillConfig& config() const { return cfg_; }
+  const std::vector<TapRef>& student_taps() const { return s_taps_; }
+  const std::vector<TapRef>& teacher_taps() const { return t_taps_; }
+  // {C_s, C_t} per tapped level.
+  const std::vector<std::pair<int64_t, int64_t>>& channels() const { return channels_; }
+
+  // (Re)initialises the KD module's parameters (the official inits of each method).
+  void init_kd_weights(Generator& g);
+  // Copies the teacher's neck.* and bbox_head.* into the student (shapes must match).
+  void inherit_from_teacher();
+
+  // MGD's random masks of step k come from Generator(seed).fork(k); loss() advances k. Set it when
+  // resuming so that a resumed run draws the same masks as an uninterrupted one.
+  void set_step(int64_t k) { step_ = k; }
+  int64_t step() const { return step_; }
+
+  // Training mode of the student and the KD module; the teacher stays in eval mode.
+  void train(bool on = true);
+
+  // Student params (their detector names, trainable only) + KD-module params ("distill." + name).
+  // Never any teacher parameter.
+  NamedParams named_parameters() const;
+  // Student state dict (detector names) + KD module ("distill.*"); load checks both strictly.
+  TensorMap state_dict() const;
+  void load_state_dict(const TensorMap& sd);
+
+  // The teacher's taps for a batch: constants (no graph), computed under a NoGradGuard.
+  RetinaNetTaps teacher_forward(const Tensor& images);
+  // The teacher's own detection loss (loss_cls + loss_bbox) on each image of the batch alone
+  // (per-image avg_factor), no grad: [N] f32 (AID's L_T).
+  Tensor teacher_per_image_loss(const data::Batch& b, const RetinaNetTaps& taps);
+
+  struct Extra {
+    RetinaNetTaps student_taps, teacher_taps;
+    KdResult kd;
+    Tensor teacher_loss;  // AID only
+  };
+  // Student detection losses followed by the KD components (kd_component_names). `mid` collects the
+  // KD module's intermediates (visualisation); `extra` the raw taps and KD result.
+  LossList loss(const data::Batch& b, Extra* extra = nullptr, MidSink* mid = nullptr);
+
+ private:
+  KdResult run_kd(const data::Batch& b, const std::vector<Var>& S, const std::vector<Tensor>& T,
+                  const RetinaNetTaps& ttaps, Tensor* teacher_loss, MidSink* mid);
+
+  std::unique_ptr<RetinaNet> teacher_, student_;
+  DistillConfig cfg_;
+  std::vector<TapRef> s_taps_, t_taps_;
+  std::vector<std::pair<int64_t, int64_t>> channels_;
+  std::unique_ptr<Module> kd_;
+  int64_t step_ = 0;
+};
+
+}  // namespace kdet::kd
