@@ -13,4 +13,9 @@ int cmd_coco_eval(int argc, char** argv);
 int cmd_convert_kitti(int argc, char** argv);
 int cmd_bench_coco_load(int argc, char** argv);
 
+// detectors (issue 4)
+int cmd_train(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_infer(int argc, char** argv);
+
 }  // namespace kdet::cli

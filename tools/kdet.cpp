@@ -21,6 +21,9 @@ const Command kCommands[] = {
     {"synth", kdet::cli::cmd_synth, "write a synthetic detection data set (PNGs + COCO JSON)"},
     {"coco-eval", kdet::cli::cmd_coco_eval, "COCO bbox mAP of a results file (pycocotools semantics)"},
     {"convert-kitti", kdet::cli::cmd_convert_kitti, "KITTI object labels -> COCO instances JSON"},
+    {"train", kdet::cli::cmd_train, "train a detector from a config (checkpoints, resume, JSONL log, COCO eval)"},
+    {"eval", kdet::cli::cmd_eval, "COCO metrics + results JSON of a checkpoint on the config's val set"},
+    {"infer", kdet::cli::cmd_infer, "detect objects in images; PNGs with boxes/classes/scores + JSON"},
     {"bench-coco-load", kdet::cli::cmd_bench_coco_load, "time loading a COCO JSON the size of train2017"},
 };
 
