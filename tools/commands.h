@@ -18,4 +18,9 @@ int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_infer(int argc, char** argv);
 
+// distillation (issue 5)
+int cmd_distill(int argc, char** argv);
+int cmd_viz_kd(int argc, char** argv);
+int cmd_bench_kd(int argc, char** argv);
+
 }  // namespace kdet::cli

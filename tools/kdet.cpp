@@ -24,6 +24,9 @@ const Command kCommands[] = {
     {"train", kdet::cli::cmd_train, "train a detector from a config (checkpoints, resume, JSONL log, COCO eval)"},
     {"eval", kdet::cli::cmd_eval, "COCO metrics + results JSON of a checkpoint on the config's val set"},
     {"infer", kdet::cli::cmd_infer, "detect objects in images; PNGs with boxes/classes/scores + JSON"},
+    {"distill", kdet::cli::cmd_distill, "distil a frozen teacher into a student (FGD, MGD, AMD, DMKD, SSIM, FBKD, AID, FitNet, logit KD)"},
+    {"viz-kd", kdet::cli::cmd_viz_kd, "PNGs per FPN level of what each KD method sees on an image (masks, attention)"},
+    {"bench-kd", kdet::cli::cmd_bench_kd, "KD loss fwd+bwd time on R50-sized FPN features vs a student step"},
     {"bench-coco-load", kdet::cli::cmd_bench_coco_load, "time loading a COCO JSON the size of train2017"},
 };
 
