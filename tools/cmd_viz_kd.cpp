@@ -10,7 +10,8 @@
 //   dmkd  keep_spatial, att_spatial_t, att_channel_t (channel weights as a strip)
 //   fbkd  mask_spatial (M^S = (A^S_t + A^S_s)/2)   ssim  ssim_map (mean over channels)
 //   aid   mask_spatial, with the image's instance weight exp(-β·L_T) in the title
-// FGD's boxes: the teacher's detections with score >= --score-thr (default 0.3) on this image.
+// FGD's boxes: --boxes (original-image pixels), else the teacher's detections with score >= --score-thr
+// (default 0.3) on this image.
 // Files: DIR/<method>_<map>_P<level>.png (P3..P7).
 #include <algorithm>
 #include <cmath>
@@ -34,7 +35,7 @@ namespace {
 
 const char* kVizUsage =
     "usage: kdet viz-kd CONFIG IMAGE --out DIR [--student CKPT] [--methods fgd,mgd,amd,dmkd,fbkd,ssim,aid]\n"
-    "                   [--score-thr 0.3] [--set key=value ...]\n"
+    "                   [--score-thr 0.3] [--boxes x1,y1,x2,y2;...] [--set key=value ...]\n"
     "PNGs per FPN level of what each KD method sees on IMAGE (masks, attention, SSIM map, instance weights),\n"
     "with the CONFIG's teacher and student (see tools/cmd_viz_kd.cpp).\n";
 
@@ -96,8 +97,17 @@ std::string num(double v) {
 // Heat map of `map` (H x W, row-major) over the network-input image `base` (blend 55%), each map cell
 // covering the stride x stride pixels it sees; below: title, colour bar, min / max. `strip` (optional):
 // a per-channel weight vector drawn as an extra colour strip.
-data::Image render(const data::Image& base, const std::vector<double>& map, int H, int W, const std::string& title,
+data::Image upscale(const data::Image& im, int k) {
+  data::Image out(im.w * k, im.h * k);
+  for (int y = 0; y < out.h; ++y)
+    for (int x = 0; x < out.w; ++x) std::memcpy(out.row(y) + 3 * x, im.row(y / k) + 3 * (x / k), 3);
+  return out;
+}
+
+data::Image render(const data::Image& small, const std::vector<double>& map, int H, int W, const std::string& title,
                    const std::vector<double>& strip = {}) {
+  // Small inputs (synthetic 64-128 px images) are enlarged so that cells and legend are readable.
+  const data::Image base = small.w < 384 ? upscale(small, (384 + small.w - 1) / small.w) : small;
   double lo = *std::min_element(map.begin(), map.end()), hi = *std::max_element(map.begin(), map.end());
   const int scale = base.w >= 384 ? 2 : 1;
   const int legend_h = (strip.empty() ? 34 : 50) * scale;
@@ -172,7 +182,7 @@ std::vector<double> plane(const Tensor& t, bool channels_mean = false) {
 }  // namespace
 
 int cmd_viz_kd(int argc, char** argv) {
-  std::string cfg_path, image_path, out_dir, student_ckpt;
+  std::string cfg_path, image_path, out_dir, student_ckpt, boxes_arg;
   std::vector<std::string> sets, methods = {"fgd", "mgd", "amd", "dmkd", "fbkd", "ssim", "aid"};
   double score_thr = 0.3;
   for (int i = 1; i < argc; ++i) {
@@ -187,6 +197,7 @@ int cmd_viz_kd(int argc, char** argv) {
     } else if (a == "--out") out_dir = val();
     else if (a == "--student") student_ckpt = val();
     else if (a == "--score-thr") score_thr = std::stod(val());
+    else if (a == "--boxes") boxes_arg = val();
     else if (a == "--methods") {
       methods.clear();
       std::string s = val();
@@ -217,9 +228,28 @@ int cmd_viz_kd(int argc, char** argv) {
   const std::string tw = c.get_string("teacher.weights", "");
   KDET_CHECK(!tw.empty(), "viz-kd: teacher.weights is empty in ", cfg_path);
   const data::TransformConfig tf = train::transform_from_config(c);
+  // Two copies of the image: FBKD/AID's non-local BatchNorm (training mode) needs more than one value
+  // per channel on 1x1 levels. The pictures show image 0.
   std::vector<data::PreparedImage> items;
-  items.push_back(data::prepare_image(data::load_image(image_path), {}, tf, false));
+  const data::Image src = data::load_image(image_path);
+  items.push_back(data::prepare_image(src, {}, tf, false));
+  items.push_back(data::prepare_image(src, {}, tf, false));
   data::Batch batch = data::collate(std::move(items));
+  std::vector<data::BoxAnn> given;  // --boxes, in original pixels -> network input
+  for (size_t p = 0; p < boxes_arg.size();) {
+    size_t q = boxes_arg.find(';', p);
+    if (q == std::string::npos) q = boxes_arg.size();
+    const std::string one = boxes_arg.substr(p, q - p);
+    p = q + 1;
+    if (one.empty()) continue;
+    data::BoxAnn a;
+    KDET_CHECK(std::sscanf(one.c_str(), "%f,%f,%f,%f", &a.x1, &a.y1, &a.x2, &a.y2) == 4, "viz-kd: --boxes entry '", one,
+               "' is not x1,y1,x2,y2");
+    const auto& m = batch.metas[0];
+    a.x1 *= m.scale_w, a.x2 *= m.scale_w, a.y1 *= m.scale_h, a.y2 *= m.scale_h;
+    a.label = 0;
+    given.push_back(a);
+  }
   const data::Image base = input_image(batch.images, tf);
 
   for (const auto& mname : methods) {
@@ -242,10 +272,13 @@ int cmd_viz_kd(int argc, char** argv) {
       dc.fbkd.nonlocal = specs;
     }
     // FGD's boxes: the teacher's confident detections (network-input coordinates).
-    if (dc.method == kd::KdMethod::FGD) {
+    if (dc.method == kd::KdMethod::FGD && !given.empty()) {
+      batch.gts.assign(2, given);
+      std::printf("fgd: %zu boxes from --boxes\n", given.size());
+    } else if (dc.method == kd::KdMethod::FGD) {
       teacher->eval();
       auto dets = teacher->predict(batch, /*rescale=*/false);
-      batch.gts.assign(1, {});
+      batch.gts.assign(2, {});
       const auto bx = dets[0].boxes.to_vector<float>();
       const auto sc = dets[0].scores.to_vector<float>();
       for (size_t k = 0; k < sc.size(); ++k)
@@ -254,6 +287,7 @@ int cmd_viz_kd(int argc, char** argv) {
           a.x1 = bx[4 * k], a.y1 = bx[4 * k + 1], a.x2 = bx[4 * k + 2], a.y2 = bx[4 * k + 3];
           a.label = 0;
           batch.gts[0].push_back(a);
+          batch.gts[1].push_back(a);
         }
       std::printf("fgd: %zu teacher boxes with score >= %.2f\n", batch.gts[0].size(), score_thr);
     }
