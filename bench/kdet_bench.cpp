@@ -1,7 +1,12 @@
 // bench/kdet_bench.cpp — `make bench`: this machine's FP32 peak, SGEMM and conv2d throughput, and the
 // same shapes in PyTorch (bench/torch_peers.py, when /usr/bin/python3 has torch) in the same run.
 //
-//   build/kdet_bench [--reps N] [--warmup N] [--no-torch] [--only name,name] [--python PATH]
+//   build/kdet_bench [--reps N] [--warmup N] [--no-torch] [--only conv|detector|all|case,case] [--python PATH]
+//                    [--no-detector] [--detector-size N] [--detector-reps N] [--detector-warmup N] ...
+//
+// Sections: "conv" (this file) and "detector" (bench/bench_detector.cpp: RetinaNet R18/R50-FPN train step and
+// inference, each case in its own process for peak RSS). Both run by default; --only picks sections, or conv2d
+// case names (which select the conv section only).
 //
 // FLOPs: 2·MACs; forward+backward = 3× forward (2× backward), or 2× when the input needs no gradient
 // (the stem), as in specs/cpu_peers.md. Times are medians (and minima) of --reps runs after --warmup
@@ -32,34 +37,13 @@
 #include "engine/gemm.h"
 #include "engine/ops/conv2d.h"
 #include "engine/random.h"
+#include "bench/bench_detector.h"
+#include "bench/bench_util.h"
 
 using namespace kdet;
-using Clock = std::chrono::steady_clock;
+using namespace kdet::bench;
 
 namespace {
-
-double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-struct Timing {
-  double med, min;
-};
-
-Timing time_ms(const std::function<void()>& f, int warmup, int reps) {
-  for (int i = 0; i < warmup; ++i) f();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const double t0 = now_s();
-    f();
-    t.push_back((now_s() - t0) * 1e3);
-  }
-  return {median(t), *std::min_element(t.begin(), t.end())};
-}
 
 // ---- FMA peak ---------------------------------------------------------------------------------------
 // Each thread runs 24 independent FMA chains on full-width vectors (enough to cover latency × ports).
@@ -134,38 +118,6 @@ double fma_peak(int threads) {
   return *std::max_element(r.begin(), r.end());
 }
 
-// ---- machine load ------------------------------------------------------------------------------------
-// Busy CPU seconds of the whole machine (from /proc/stat) and of this process.
-double machine_busy_s() {
-  std::ifstream f("/proc/stat");
-  std::string cpu;
-  long long v[10] = {};
-  f >> cpu;
-  for (auto& x : v) f >> x;
-  const long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // user nice system irq softirq steal
-  return static_cast<double>(busy) / sysconf(_SC_CLK_TCK);
-}
-double self_cpu_s() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
-}
-
-// Other processes' CPU use (in cores) over a short window while this process sleeps.
-double other_load_now(double window_s = 0.5) {
-  const double b0 = machine_busy_s(), s0 = self_cpu_s(), t0 = now_s();
-  usleep(static_cast<useconds_t>(window_s * 1e6));
-  return ((machine_busy_s() - b0) - (self_cpu_s() - s0)) / (now_s() - t0);
-}
-
-// Waits (up to max_s) until other processes use less than 0.15 cores; returns the last reading.
-double wait_idle(double max_s) {
-  const double t0 = now_s();
-  double l = other_load_now();
-  while (l > 0.15 && now_s() - t0 < max_s) l = other_load_now();
-  return l;
-}
-
 std::string cpu_model() {
   std::ifstream f("/proc/cpuinfo");
   std::string line;
@@ -222,41 +174,11 @@ std::map<std::string, nlohmann::json> run_torch(const std::string& python, int r
   return out;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows up line by line when redirected
-  int reps = 9, warmup = 2;
-  double wait_s = 20;
-  bool torch = true;
-  std::string only, python = "/usr/bin/python3";
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
-    else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
-    else if (a == "--no-torch") torch = false;
-    else if (a == "--only" && i + 1 < argc) only = argv[++i];
-    else if (a == "--python" && i + 1 < argc) python = argv[++i];
-    else if (a == "--wait-idle" && i + 1 < argc) wait_s = std::atof(argv[++i]);
-    else {
-      std::printf("usage: kdet_bench [--reps N] [--warmup N] [--no-torch] [--only a,b] [--python PATH] "
-                  "[--wait-idle SECONDS (default 20)]\n");
-      return a == "--help" ? 0 : 2;
-    }
-  }
-  std::set<std::string> sel;
-  {
-    std::stringstream ss(only);
-    std::string t;
-    while (std::getline(ss, t, ',')) sel.insert(t);
-  }
+// Peak, SGEMM and the conv2d table (with the PyTorch peers when `torch`).
+void run_conv_section(int reps, int warmup, double wait_s, bool torch, const std::string& only,
+                      const std::set<std::string>& sel, const std::string& python) {
   const int nth = omp_get_max_threads();
   double la[3] = {};
-  getloadavg(la, 3);
-  std::printf("kdet bench — %s, %ld CPUs online, OpenMP threads %d, sgemm kernel %s\n", cpu_model().c_str(),
-              sysconf(_SC_NPROCESSORS_ONLN), nth, sgemm_kernel_name());
-  std::printf("load average at start: %.2f %.2f %.2f\n\n", la[0], la[1], la[2]);
-
   wait_idle(wait_s);
   const double busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = now_s();
   const double peak1 = fma_peak(1), peakN = fma_peak(nth);
@@ -348,5 +270,83 @@ int main(int argc, char** argv) {
               "while the kdet case ran.\nOther load over the whole kdet part: %.2f cores%s; load average at end: %.2f %.2f "
               "%.2f\n",
               other, other > 0.15 ? " (HIGH: rerun on a quiet machine)" : "", la[0], la[1], la[2]);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows up line by line when redirected
+  int reps = 9, warmup = 2;
+  double wait_s = 20;
+  bool torch = true, conv = true, detector = true;
+  std::string only, python = "/usr/bin/python3", det_case;
+  DetectorBenchOptions dopt;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
+    else if (a == "--no-torch") torch = false;
+    else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    else if (a == "--python" && i + 1 < argc) python = argv[++i];
+    else if (a == "--wait-idle" && i + 1 < argc) wait_s = std::atof(argv[++i]);
+    else if (a == "--no-detector") detector = false;
+    else if (a == "--detector-size" && i + 1 < argc) dopt.size = std::atoi(argv[++i]);
+    else if (a == "--detector-reps" && i + 1 < argc) dopt.reps = std::atoi(argv[++i]);
+    else if (a == "--detector-warmup" && i + 1 < argc) dopt.warmup = std::atoi(argv[++i]);
+    else if (a == "--detector-recipe" && i + 1 < argc) dopt.recipe = argv[++i];
+    else if (a == "--detector-models" && i + 1 < argc) dopt.models = argv[++i];
+    else if (a == "--detector-passes" && i + 1 < argc) dopt.passes = argv[++i];
+    else if (a == "--detector-case" && i + 1 < argc) det_case = argv[++i];  // internal: child process
+    else {
+      std::printf(
+          "usage: kdet_bench [--reps N] [--warmup N] [--no-torch] [--only SECTIONS|CASES] [--python PATH]\n"
+          "                  [--wait-idle SECONDS (default 20)] [--no-detector]\n"
+          "                  [--detector-size N (512)] [--detector-reps N (7)] [--detector-warmup N (1)]\n"
+          "                  [--detector-recipe mmdet|torchvision] [--detector-models r18,r50]\n"
+          "                  [--detector-passes train,infer]\n"
+          "  --only: conv | detector | all, or conv2d case names (a,b; implies conv only)\n");
+      return a == "--help" ? 0 : 2;
+    }
+  }
+  try {
+    if (!det_case.empty()) return run_detector_case(det_case, dopt);
+    dopt.python = python;
+    dopt.torch = torch;
+    dopt.wait_s = wait_s;
+    std::set<std::string> sel;
+    {
+      std::stringstream ss(only);
+      std::string t;
+      bool sections = false, cases = false, want_conv = false, want_det = false;
+      while (std::getline(ss, t, ',')) {
+        if (t == "conv") sections = want_conv = true;
+        else if (t == "detector") sections = want_det = true;
+        else if (t == "all") sections = want_conv = want_det = true;
+        else if (!t.empty()) cases = true, sel.insert(t);
+      }
+      if (sections || cases) {
+        conv = want_conv || cases;
+        detector = detector && want_det;
+      }
+    }
+    const std::string conv_only = [&] {
+      std::string o;
+      for (const auto& c : sel) o += (o.empty() ? "" : ",") + c;
+      return o;
+    }();
+    double la[3] = {};
+    getloadavg(la, 3);
+    std::printf("kdet bench — %s, %ld CPUs online, OpenMP threads %d, sgemm kernel %s\n", cpu_model().c_str(),
+                sysconf(_SC_NPROCESSORS_ONLN), omp_get_max_threads(), sgemm_kernel_name());
+    std::printf("load average at start: %.2f %.2f %.2f\n\n", la[0], la[1], la[2]);
+    if (conv) run_conv_section(reps, warmup, wait_s, torch, conv_only, sel, python);
+    if (detector) {
+      if (conv) std::printf("\n");
+      run_detector_section(dopt, argv[0]);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kdet_bench: %s\n", e.what());
+    return 1;
+  }
   return 0;
 }

@@ -1,0 +1,25 @@
+// bench/bench_detector.h — the detector section of `make bench` (bench/bench_detector.cpp).
+#pragma once
+#include <string>
+
+namespace kdet {
+
+struct DetectorBenchOptions {
+  int size = 512;                    // square input side (train batch 2, inference 1 image)
+  int reps = 7;                      // timed reps per case (median reported; cpu_peers §4 used 7)
+  int warmup = 1;                    // untimed reps first
+  std::string recipe = "mmdet";      // mmdet | torchvision (see bench_detector.cpp)
+  std::string models = "r18,r50";    // subset of r18,r50
+  std::string passes = "train,infer";
+  bool torch = true;                 // run bench/torch_detectors.py when `python` has torch
+  std::string python = "/usr/bin/python3";
+  double wait_s = 20;                // wait for a quiet machine before each case (up to this many seconds)
+};
+
+// Prints the RetinaNet table; every case runs in a child process (argv0 re-executed with --detector-case).
+void run_detector_section(const DetectorBenchOptions& o, const char* argv0);
+// Child side: runs one case ("r50_train", "r18_infer", ...) and prints one JSON line on stdout. Returns the
+// exit status.
+int run_detector_case(const std::string& name, const DetectorBenchOptions& o);
+
+}  // namespace kdet

@@ -1,0 +1,81 @@
+// bench/bench_util.h — timing and machine-load helpers shared by the `make bench` sections
+// (bench/kdet_bench.cpp: peak / SGEMM / conv2d; bench/bench_detector.cpp: RetinaNet step and inference).
+#pragma once
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace kdet::bench {
+
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Timing {
+  double med, min;
+};
+
+// Runs f `warmup` times, then `reps` timed times; every timed run's ms goes to *all when given.
+inline Timing time_ms(const std::function<void()>& f, int warmup, int reps, std::vector<double>* all = nullptr) {
+  for (int i = 0; i < warmup; ++i) f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const double t0 = now_s();
+    f();
+    t.push_back((now_s() - t0) * 1e3);
+  }
+  if (all) *all = t;
+  return {median(t), *std::min_element(t.begin(), t.end())};
+}
+
+// Busy CPU seconds of the whole machine (from /proc/stat) and of this process.
+inline double machine_busy_s() {
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  long long v[10] = {};
+  f >> cpu;
+  for (auto& x : v) f >> x;
+  const long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // user nice system irq softirq steal
+  return static_cast<double>(busy) / sysconf(_SC_CLK_TCK);
+}
+inline double self_cpu_s() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
+}
+
+// Other processes' CPU use (in cores) over a short window while this process sleeps.
+inline double other_load_now(double window_s = 0.5) {
+  const double b0 = machine_busy_s(), s0 = self_cpu_s(), t0 = now_s();
+  usleep(static_cast<useconds_t>(window_s * 1e6));
+  return ((machine_busy_s() - b0) - (self_cpu_s() - s0)) / (now_s() - t0);
+}
+
+// Waits (up to max_s) until other processes use less than 0.15 cores; returns the last reading.
+inline double wait_idle(double max_s) {
+  const double t0 = now_s();
+  double l = other_load_now();
+  while (l > 0.15 && now_s() - t0 < max_s) l = other_load_now();
+  return l;
+}
+
+// Peak resident set size of this process so far (ru_maxrss), MiB.
+inline double max_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;  // Linux: KiB
+}
+
+}  // namespace kdet::bench
