@@ -43,6 +43,9 @@ DeviceAllocator& cuda_alloc_hooks() {
 }  // namespace
 
 void* cpu_alloc(size_t nbytes) {
+  // Beyond 2^60 bytes no machine has the memory, and size_class would overflow: refuse up front.
+  KDET_CHECK(nbytes <= (size_t(1) << 60), "out of memory: ", nbytes, " bytes (",
+             static_cast<double>(nbytes) / double(1 << 30), " GiB) requested on cpu");
   size_t sz = size_class(nbytes == 0 ? kAlign : nbytes);
   auto& c = cache();
   {
@@ -62,7 +65,15 @@ void* cpu_alloc(size_t nbytes) {
     }
   }
   void* p = std::aligned_alloc(kAlign, sz);
-  KDET_CHECK(p != nullptr, "out of memory: could not allocate ", sz, " bytes on cpu");
+  if (p == nullptr) {
+    {
+      std::lock_guard<std::mutex> lk(c.mu);  // the failed block was counted above: take it back
+      c.stats.allocs--;
+      c.stats.current_bytes -= static_cast<int64_t>(sz);
+    }
+    KDET_FAIL("out of memory: could not allocate ", sz, " bytes (", static_cast<double>(sz) / double(1 << 30),
+              " GiB) on cpu");
+  }
   return p;
 }
 

@@ -92,6 +92,15 @@ Config Config::parse(const std::string& text, const std::string& origin) {
     KDET_CHECK(!key.empty(), where, ": empty key");
     if (key == "base" && section.empty()) {
       KDET_CHECK(!seen_key, where, ": 'base' must come before any other key");
+      KDET_CHECK(!value.empty(), where, ": 'base' needs a file name");
+      // A base chain that loops (a.cfg -> b.cfg -> a.cfg) would recurse until the stack overflows.
+      static thread_local int base_depth = 0;
+      KDET_CHECK(base_depth < 32, where, ": base chain deeper than 32 files (a cycle?)");
+      struct DepthGuard {
+        int& d;
+        explicit DepthGuard(int& d_) : d(d_) { ++d; }
+        ~DepthGuard() { --d; }
+      } guard(base_depth);
       std::string bpath = value.front() == '/' ? value : dir_of(origin) + "/" + value;
       std::ifstream probe(bpath);
       if (!probe.good()) bpath = value;  // also accept paths relative to the working directory

@@ -1,6 +1,8 @@
 #include "engine/safetensors.h"
 
 #include <cstdio>
+#include <algorithm>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -33,23 +35,19 @@ const char* dtype_tag(DType t) {
   return "?";
 }
 
-}  // namespace
-
-SafetensorsFile load_safetensors(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  KDET_CHECK(f.good(), path, ": cannot open safetensors file");
-  f.seekg(0, std::ios::end);
-  const int64_t file_size = f.tellg();
-  f.seekg(0);
+// The reader proper, over any byte source: `read(offset, n, dst)` copies n bytes at offset (the
+// caller has checked that [offset, offset + n) lies inside the `file_size` bytes).
+template <class Read>
+SafetensorsFile parse_safetensors(const std::string& path, int64_t file_size, Read&& read) {
   KDET_CHECK(file_size >= 8, path, ": not a safetensors file (", file_size, " bytes, need at least 8)");
   unsigned char lenbuf[8];
-  f.read(reinterpret_cast<char*>(lenbuf), 8);
+  read(0, 8, reinterpret_cast<char*>(lenbuf));
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | lenbuf[i];
   KDET_CHECK(n <= static_cast<uint64_t>(file_size - 8), path, ": header length ", n,
              " exceeds file size ", file_size, " (truncated or not a safetensors file)");
   std::string header(n, '\0');
-  f.read(header.data(), static_cast<std::streamsize>(n));
+  read(8, static_cast<int64_t>(n), header.data());
   json h;
   try {
     h = json::parse(header);
@@ -81,31 +79,56 @@ SafetensorsFile load_safetensors(const std::string& path) {
                " (kdet reads F32, F64, I64, U8, BOOL)");
     KDET_CHECK(v["shape"].is_array(), path, ": tensor '", name, "' shape is not an array");
     Shape s;
+    // The byte count is computed with overflow checks: a hostile shape must not wrap around to a
+    // small number that happens to match the offsets.
+    int64_t want = static_cast<int64_t>(dtype_size(t));
     for (auto& d : v["shape"]) {
-      KDET_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, path, ": tensor '", name, "' has a bad shape");
+      KDET_CHECK(d.is_number_integer() && !(d.is_number_unsigned() && d.get<uint64_t>() > INT64_MAX) &&
+                     d.get<int64_t>() >= 0,
+                 path, ": tensor '", name, "' has a bad shape");
       s.push_back(d.get<int64_t>());
+      KDET_CHECK(!__builtin_mul_overflow(want, s.back(), &want), path, ": tensor '", name,
+                 "' shape overflows 64-bit byte count");
     }
     const json& off = v["data_offsets"];
-    KDET_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_integer() && off[1].is_number_integer(), path,
-               ": tensor '", name, "' data_offsets must be [begin, end]");
+    KDET_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_integer() && off[1].is_number_integer() &&
+                   !(off[0].is_number_unsigned() && off[0].get<uint64_t>() > INT64_MAX) &&
+                   !(off[1].is_number_unsigned() && off[1].get<uint64_t>() > INT64_MAX),
+               path, ": tensor '", name, "' data_offsets must be [begin, end]");
     int64_t b = off[0].get<int64_t>(), e = off[1].get<int64_t>();
     KDET_CHECK(0 <= b && b <= e && e <= data_size, path, ": tensor '", name, "' data_offsets [", b, ", ", e,
                "] outside the data section of ", data_size, " bytes (truncated file?)");
-    const int64_t want = s.numel() * static_cast<int64_t>(dtype_size(t));
     KDET_CHECK(e - b == want, path, ": tensor '", name, "' has ", e - b, " bytes but ", ds, s, " needs ", want);
     ranges.push_back({b, e});
     Tensor tensor = Tensor::empty(s, t);
-    if (want > 0) {
-      f.seekg(data_start + b);
-      f.read(static_cast<char*>(tensor.raw_data()), want);
-      KDET_CHECK(f.good(), path, ": read error in tensor '", name, "'");
-    }
+    if (want > 0) read(data_start + b, want, static_cast<char*>(tensor.raw_data()));
     out.tensors[name] = tensor;
   }
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i)
     KDET_CHECK(ranges[i].first >= ranges[i - 1].second, path, ": overlapping tensor data ranges");
   return out;
+}
+
+}  // namespace
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  KDET_CHECK(f.good(), path, ": cannot open safetensors file");
+  f.seekg(0, std::ios::end);
+  const int64_t file_size = f.tellg();
+  f.seekg(0);
+  return parse_safetensors(path, file_size, [&](int64_t off, int64_t n, char* dst) {
+    f.seekg(off);
+    f.read(dst, static_cast<std::streamsize>(n));
+    KDET_CHECK(f.good(), path, ": read error at byte ", off, " (", n, " bytes)");
+  });
+}
+
+SafetensorsFile load_safetensors_from_memory(const std::string& bytes, const std::string& name) {
+  return parse_safetensors(name, static_cast<int64_t>(bytes.size()), [&](int64_t off, int64_t n, char* dst) {
+    std::memcpy(dst, bytes.data() + off, static_cast<size_t>(n));
+  });
 }
 
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,

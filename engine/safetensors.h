@@ -20,6 +20,8 @@ struct SafetensorsFile {
 };
 
 SafetensorsFile load_safetensors(const std::string& path);
+// Same checks, from the file's bytes in memory (`name` stands for the file in messages).
+SafetensorsFile load_safetensors_from_memory(const std::string& bytes, const std::string& name);
 // Writes atomically: to path + ".tmp", then rename. Tensors may be on any device (copied to CPU).
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});

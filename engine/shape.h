@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <ostream>
+#include <sstream>
 #include <vector>
 
 #include "engine/check.h"
@@ -13,11 +14,16 @@ struct Shape : std::vector<int64_t> {
   using std::vector<int64_t>::vector;
   Shape() = default;
   Shape(const std::vector<int64_t>& v) : std::vector<int64_t>(v) {}
+  // Throws (naming the shape) when the product does not fit in int64 instead of wrapping around.
   int64_t numel() const {
     int64_t n = 1;
-    for (auto d : *this) n *= d;
+    bool overflow = false;
+    for (auto d : *this) overflow |= __builtin_mul_overflow(n, d, &n);
+    if (overflow) [[unlikely]]
+      throw_overflow();
     return n;
   }
+  [[noreturn]] void throw_overflow() const;
   int ndim() const { return static_cast<int>(size()); }
 };
 
@@ -27,13 +33,22 @@ inline std::ostream& operator<<(std::ostream& o, const Shape& s) {
   return o << "]";
 }
 
+inline void Shape::throw_overflow() const {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < size(); ++i) o << (i ? ", " : "") << (*this)[i];
+  o << "]";
+  KDET_FAIL("shape ", o.str(), ": number of elements overflows int64 (tensor too large)");
+}
+
 // Row-major strides of a contiguous tensor of shape s.
 inline Shape contiguous_strides(const Shape& s) {
   Shape st(s.size());
   int64_t acc = 1;
   for (int i = static_cast<int>(s.size()) - 1; i >= 0; --i) {
     st[i] = acc;
-    acc *= s[i];
+    if (__builtin_mul_overflow(acc, s[i], &acc)) [[unlikely]]
+      s.throw_overflow();
   }
   return st;
 }

@@ -10,8 +10,15 @@ namespace kdet {
 
 Tensor Tensor::empty(const Shape& s, DType t, Device d) {
   for (int64_t e : s) KDET_CHECK(e >= 0, "Tensor::empty: negative extent in shape ", s);
+  int64_t nbytes = 0;
+  KDET_CHECK(!__builtin_mul_overflow(s.numel(), static_cast<int64_t>(dtype_size(t)), &nbytes),
+             "Tensor::empty: shape ", s, " needs more than 2^63 bytes (tensor too large)");
   Tensor r;
-  r.storage_ = std::make_shared<Storage>(static_cast<size_t>(s.numel()) * dtype_size(t), d);
+  try {
+    r.storage_ = std::make_shared<Storage>(static_cast<size_t>(nbytes), d);
+  } catch (const Error& e) {
+    KDET_FAIL("Tensor::empty(", s, ", ", nbytes, " bytes on ", d, "): ", e.what());
+  }
   r.shape_ = s;
   r.strides_ = contiguous_strides(s);
   r.dtype_ = t;

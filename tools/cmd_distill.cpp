@@ -14,6 +14,7 @@
 #include "detectors/build.h"
 #include "distill/distiller.h"
 #include "engine/check.h"
+#include "engine/checkpoint.h"
 #include "engine/safetensors.h"
 #include "tools/commands.h"
 #include "tools/train_loop.h"
@@ -114,6 +115,7 @@ int cmd_distill(int argc, char** argv) {
 
   if (!resume.empty()) {
     // MGD's masks are drawn per iteration: continue from the checkpoint's iteration.
+    resume = resolve_resume(resume, nullptr, quiet);  // a work dir: its newest valid checkpoint
     SafetensorsFile f = load_safetensors(resume);
     auto it = f.metadata.find("iter");
     KDET_CHECK(it != f.metadata.end(), resume, ": no 'iter' in the checkpoint metadata");

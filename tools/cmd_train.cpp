@@ -8,6 +8,7 @@
 #include "data/coco.h"
 #include "detectors/build.h"
 #include "engine/check.h"
+#include "engine/safetensors.h"
 #include "tools/commands.h"
 #include "tools/train_loop.h"
 
@@ -18,7 +19,8 @@ const char* kTrainUsage =
     "usage: kdet train CONFIG [--resume CKPT] [--set key=value ...] [--work-dir DIR] [--stop-at ITER] [--quiet]\n"
     "Trains the detector of CONFIG ([model], [data], [train] sections; see configs/*.cfg and tools/train_loop.h).\n"
     "  --work-dir DIR   checkpoints, log.jsonl, config.cfg, metrics.json (default work_dirs/<config name>)\n"
-    "  --resume CKPT    continue a run from one of its checkpoints (bit-identical to an uninterrupted run on CPU)\n"
+    "  --resume CKPT    continue a run from one of its checkpoints (bit-identical to an uninterrupted run on CPU);\n"
+    "                   a work directory: its newest valid checkpoint (damaged ones are skipped)\n"
     "  --set k=v        override a config key (section.key; the key must exist)\n"
     "  --stop-at ITER   checkpoint and stop at iteration ITER (an interruption, e.g. to test resume)\n";
 
@@ -70,7 +72,13 @@ int cmd_train(int argc, char** argv) {
   const std::string load_from = c.get_string("train.load_from", "");
   const std::string backbone_from = c.get_string("train.backbone_from", "");
   if (!backbone_from.empty()) {
-    LoadReport r = model->backbone().load(backbone_from, false);
+    // torchvision ImageNet files hold the ResNet's own names (+ fc.*, ignored); a detector file holds
+    // them under "backbone.".
+    bool prefixed = false;
+    for (auto& [k, t] : load_safetensors(backbone_from).tensors) prefixed |= k.rfind("backbone.", 0) == 0;
+    LoadReport r = model->backbone().load(backbone_from, false, prefixed ? "backbone." : "");
+    KDET_CHECK(r.missing.empty(), backbone_from, ": backbone weights incomplete for model.depth = ",
+               model->config().backbone.depth, ":", r.str());
     if (!quiet)
       std::printf("backbone weights from %s (%zu missing, %zu unexpected keys ignored)\n", backbone_from.c_str(),
                   r.missing.size(), r.unexpected.size());

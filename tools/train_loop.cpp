@@ -14,6 +14,7 @@
 #include "detectors/build.h"
 #include "detectors/results.h"
 #include "detectors/retinanet.h"
+#include "engine/checkpoint.h"
 #include "engine/check.h"
 #include "engine/safetensors.h"
 
@@ -260,11 +261,12 @@ void save_checkpoint(const std::string& path, const Trainable& model, const Opti
                                           {"batch_in_epoch", std::to_string(pos.batch_in_epoch)},
                                           {"seed", std::to_string(seed)},
                                           {"config", config_text}};
+  meta["checksum"] = checkpoint_checksum(all, meta);  // engine/checkpoint.h
   save_safetensors(path, all, meta);
 }
 
 TrainPosition load_checkpoint(const std::string& path, const Trainable& model, Optimizer& opt, std::string* config_text) {
-  SafetensorsFile f = load_safetensors(path);
+  SafetensorsFile f = load_verified_checkpoint(path);  // refuses truncated / corrupted files
   auto meta = [&](const char* k) -> std::string {
     auto it = f.metadata.find(k);
     KDET_CHECK(it != f.metadata.end(), path, ": not a kdet training checkpoint (metadata '", k,
@@ -349,14 +351,15 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
   const int64_t max_iters = o.max_iters > 0 ? o.max_iters : o.epochs * per_epoch;
   if (!resume_path.empty()) {
     std::string old_cfg;
-    pos = load_checkpoint(resume_path, model, opt, &old_cfg);
+    const std::string resume_file = resolve_resume(resume_path, nullptr, o.quiet);  // a work dir: newest valid
+    pos = load_checkpoint(resume_file, model, opt, &old_cfg);
     if (!o.quiet) {
-      std::printf("resumed from %s at iteration %lld (epoch %lld, batch %lld)\n", resume_path.c_str(),
+      std::printf("resumed from %s at iteration %lld (epoch %lld, batch %lld)\n", resume_file.c_str(),
                   (long long)pos.iter, (long long)pos.epoch, (long long)pos.batch_in_epoch);
       if (!old_cfg.empty() && old_cfg != config_text)
         std::printf("note: the resolved config differs from the one stored in the checkpoint\n");
     }
-    KDET_CHECK(pos.iter <= max_iters, resume_path, ": checkpoint is at iteration ", pos.iter, ", beyond max_iters ",
+    KDET_CHECK(pos.iter <= max_iters, resume_file, ": checkpoint is at iteration ", pos.iter, ", beyond max_iters ",
                max_iters);
   }
   model.set_train(true);

@@ -1,0 +1,8 @@
+// tests/fuzz/fuzz_safetensors.cc — libFuzzer entry point for the safetensors target (tests/fuzz/targets.h); built by
+// `make fuzz` (clang, -fsanitize=fuzzer,address,undefined). Not a .cpp: the test suite globs those.
+#include "tests/fuzz/targets.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  kdet::fuzz::safetensors_one(data, size);
+  return 0;
+}

@@ -1,0 +1,98 @@
+// tests/fuzz/targets.h — what each fuzz target does with one input, shared by the libFuzzer entry
+// points (tests/fuzz/fuzz_<target>.cc, built by `make fuzz` with clang) and the regression replay in
+// the normal suite (tests/fuzz/test_fuzz_corpus.cpp replays tests/fuzz/corpus/<target>/*).
+//
+// Contract under test: any input either loads or is refused with kdet::Error (a clear message).
+// Every other exception escapes (libFuzzer reports it as a crash; the replay test fails), and under
+// ASan/UBSan every memory error, leak or undefined behaviour aborts.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "data/coco.h"
+#include "data/image.h"
+#include "data/kitti.h"
+#include "engine/check.h"
+#include "engine/config.h"
+#include "engine/safetensors.h"
+
+namespace kdet::fuzz {
+
+// Runs f; a kdet::Error is an accepted outcome (returns false), anything else propagates.
+template <class F>
+bool refused_cleanly(F&& f) {
+  try {
+    f();
+    return true;
+  } catch (const kdet::Error&) {
+    return false;
+  }
+}
+
+// COCO instances JSON, then on the loaded dataset: training targets, writer, results reader.
+inline bool coco_one(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  data::CocoLoadOptions opt;
+  opt.verbose = false;
+  return refused_cleanly([&] {
+    data::LoadReport rep;
+    data::Dataset ds = data::parse_coco(text, "fuzz.json", opt, &rep);
+    for (auto& im : ds.images) (void)data::train_targets(im);
+    (void)data::train_image_indices(ds);
+    (void)data::coco_to_string(ds);
+    refused_cleanly([&] {
+      data::ResultsReport rr;
+      (void)data::parse_coco_results(text, "fuzz_results.json", ds, &rr, false);
+    });
+  });
+}
+
+inline bool kitti_one(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  return refused_cleanly([&] { (void)data::parse_kitti_label(text, "000000.txt"); });
+}
+
+inline bool image_one(const uint8_t* data, size_t size) {
+  return refused_cleanly([&] {
+    data::Image im = data::decode_image(data, size, "fuzz.img");
+    KDET_CHECK(im.w > 0 && im.h > 0 && im.px.size() == static_cast<size_t>(im.w) * im.h * 3,
+               "fuzz: decode_image returned an inconsistent image");
+  });
+}
+
+inline bool safetensors_one(const uint8_t* data, size_t size) {
+  const std::string bytes(reinterpret_cast<const char*>(data), size);
+  return refused_cleanly([&] {
+    SafetensorsFile f = load_safetensors_from_memory(bytes, "fuzz.safetensors");
+    for (auto& [name, t] : f.tensors)
+      if (t.nbytes() > size) __builtin_trap();  // a tensor larger than the input cannot have been read from it
+  });
+}
+
+// Inputs with a `base` key are not parsed: `base` reads another file and the fuzzer must not roam the
+// file system (base chains are covered by tests/engine/test_hardening.cpp).
+inline bool config_one(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  if (text.find("base") != std::string::npos) return false;
+  return refused_cleanly([&] {
+    Config c = Config::parse(text, "fuzz.cfg");
+    (void)c.dump();
+    for (const char* sec : {"model", "data", "train", "a"}) {
+      for (const std::string& k : c.keys(sec)) {
+        const std::string full = std::string(sec) + "." + k;
+        refused_cleanly([&] { (void)c.get_int(full); });
+        refused_cleanly([&] { (void)c.get_double(full); });
+        refused_cleanly([&] { (void)c.get_bool(full); });
+        refused_cleanly([&] { (void)c.get_ints(full); });
+        refused_cleanly([&] { (void)c.get_doubles(full); });
+        refused_cleanly([&] { (void)c.get_strings(full); });
+        refused_cleanly([&] { (void)c.get_string(full); });
+      }
+    }
+    refused_cleanly([&] { c.check_all_used(); });
+    refused_cleanly([&] { c.apply_override(text.substr(0, text.find('\n'))); });
+  });
+}
+
+}  // namespace kdet::fuzz
