@@ -24,6 +24,24 @@ namespace kdet::train {
 
 namespace {
 
+// The first parameter whose gradient holds a NaN or Inf ("" when all are finite).
+std::string first_nonfinite_grad(const Optimizer& opt) {
+  for (auto& [name, p] : opt.named_params()) {
+    Tensor g = p.grad();
+    if (!g.defined() || !g.device().is_cpu()) continue;
+    g = g.contiguous();
+    bool bad = false;
+    dispatch_float(g.dtype(), "train: gradient check", [&](auto tag) {
+      using T = decltype(tag);
+      const T* x = g.template data<T>();
+      const int64_t n = g.numel();
+      for (int64_t i = 0; i < n && !bad; ++i) bad = !std::isfinite(x[i]);
+    });
+    if (bad) return name;
+  }
+  return "";
+}
+
 bool file_exists(const std::string& p) {
   struct stat st;
   return ::stat(p.c_str(), &st) == 0;
@@ -231,6 +249,11 @@ TrainOptions TrainOptions::from_config(const Config& c) {
   o.eval_interval = c.get_int("train.eval_interval", 0);
   o.grad_clip = c.get_double("train.grad_clip", 0.0);
   o.eval_at_end = c.get_bool("train.eval_at_end", true);
+  const std::string nonfinite = c.get_string("train.nonfinite", "stop");
+  KDET_CHECK(nonfinite == "stop" || nonfinite == "skip", "train.nonfinite must be stop or skip, got '", nonfinite, "'");
+  o.skip_nonfinite = nonfinite == "skip";
+  o.max_skips_in_a_row = c.get_int("train.max_skips_in_a_row", 100);
+  KDET_CHECK(o.max_skips_in_a_row >= 0, "train.max_skips_in_a_row must be >= 0");
   KDET_CHECK(o.epochs > 0 || o.max_iters > 0, "train: epochs or max_iters must be positive");
   KDET_CHECK(o.log_interval > 0, "train.log_interval must be positive");
   KDET_CHECK(o.checkpoint_interval >= 0 && o.eval_interval >= 0 && o.grad_clip >= 0,
@@ -407,6 +430,7 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
     }
   };
 
+  int64_t consecutive_skips = 0;  // nonfinite = skip
   while (pos.iter < max_iters) {
     if (pos.batch_in_epoch >= per_epoch || !loader.next_batch(batch)) {
       pos.epoch += 1;
@@ -418,11 +442,47 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
     sched.apply(opt, pos.iter);
     LossList losses = loss_fn(batch);
     KDET_CHECK(!losses.empty(), "train: the loss callback returned no loss");
+    // NaN/Inf guard: stop naming the term and the checkpoint to resume from, or skip the step.
+    const std::string last_good = res.last_checkpoint.empty()
+                                      ? (resume_path.empty() ? std::string("none yet") : resume_path)
+                                      : res.last_checkpoint;
+    auto skip_step = [&](const std::string& what) {
+      opt.zero_grad();
+      res.skipped_steps += 1;
+      consecutive_skips += 1;
+      KDET_CHECK(consecutive_skips <= o.max_skips_in_a_row, "train: ", what, " at iteration ", pos.iter + 1, " after ",
+                 consecutive_skips - 1, " skipped steps in a row (train.max_skips_in_a_row ", o.max_skips_in_a_row,
+                 "); stopping. Last good checkpoint: ", last_good);
+      nlohmann::json j;
+      j["mode"] = "skip";
+      j["iter"] = pos.iter + 1;
+      j["epoch"] = pos.epoch;
+      j["reason"] = what;
+      j["skipped_steps"] = res.skipped_steps;
+      log << j.dump() << "\n";
+      log.flush();
+      if (!o.quiet) std::printf("skipping iteration %lld: %s\n", (long long)pos.iter + 1, what.c_str());
+    };
+    std::string bad_term;
+    double bad_value = 0;
+    for (auto& [name, v] : losses) {
+      const double x = v.item();
+      if (!std::isfinite(x) && bad_term.empty()) {
+        bad_term = name;
+        bad_value = x;
+      }
+    }
+    if (!bad_term.empty()) {
+      const std::string what = "loss '" + bad_term + "' is " + fmt("%g", bad_value);
+      KDET_CHECK(o.skip_nonfinite, "train: ", what, " at iteration ", pos.iter + 1, " (epoch ", pos.epoch, ", lr ",
+                 opt.groups()[0].lr, "); stopping. Last good checkpoint: ", last_good,
+                 " (or set train.nonfinite = skip to skip such steps)");
+      skip_step(what);
+      continue;
+    }
     double total_v = 0;
     for (auto& [name, v] : losses) {
       const double x = v.item();
-      KDET_CHECK(std::isfinite(x), "train: loss '", name, "' is ", x, " at iteration ", pos.iter + 1, " (epoch ",
-                 pos.epoch, ", lr ", opt.groups()[0].lr, "); stopping");
       win_sum[name] += x;
       res.last_losses[name] = x;
       total_v += x;
@@ -431,12 +491,23 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
     res.last_losses["loss"] = total_v;
     total_loss(losses).backward();
     double gnorm = -1;
+    {
+      const std::string bad_param = first_nonfinite_grad(opt);
+      if (!bad_param.empty()) {
+        const std::string what = "gradient of '" + bad_param + "' is not finite";
+        KDET_CHECK(o.skip_nonfinite, "train: ", what, " at iteration ", pos.iter + 1, " (epoch ", pos.epoch,
+                   "); stopping. Last good checkpoint: ", last_good, " (or set train.nonfinite = skip)");
+        skip_step(what);
+        continue;
+      }
+    }
     if (o.grad_clip > 0) {
       gnorm = clip_grad_norm(opt.params(), o.grad_clip);
       KDET_CHECK(std::isfinite(gnorm), "train: gradient norm is ", gnorm, " at iteration ", pos.iter + 1);
     }
     opt.step();
     opt.zero_grad();
+    consecutive_skips = 0;
     pos.iter += 1;
     ++win_iters;
     ++run_iters;

@@ -82,6 +82,9 @@ LRSchedule build_lr_schedule(const Config& c, const Optimizer& opt, int64_t iter
 //   epochs 12 | max_iters 0 (0: epochs * iters per epoch) | seed 0 | log_interval 50 |
 //   checkpoint_interval 0 (iterations; 0: at the end of every epoch) | eval_interval 0 (iterations;
 //   0: only at the end) | grad_clip 0 (max global L2 norm; 0: off) | eval_at_end true
+//   nonfinite stop|skip: a NaN/Inf loss term or gradient either stops the run (the error names the term
+//   or parameter, the iteration and the last good checkpoint to resume from) or skips that step (no
+//   update; counted: "skipped_steps" in the JSONL log and TrainResult) | max_skips_in_a_row 100 (then stop)
 struct TrainOptions {
   int64_t epochs = 12;
   int64_t max_iters = 0;
@@ -91,6 +94,8 @@ struct TrainOptions {
   int64_t eval_interval = 0;
   double grad_clip = 0;
   bool eval_at_end = true;
+  bool skip_nonfinite = false;  // nonfinite = skip
+  int64_t max_skips_in_a_row = 100;  // nonfinite = skip: a run that only produces NaN stops after this many
   std::string work_dir;
   int64_t stop_at = -1;  // stop (after checkpointing) when this iteration is reached: an interruption
   bool quiet = false;    // no progress lines (tests)
@@ -121,6 +126,7 @@ struct TrainResult {
   std::map<std::string, double> final_metrics;
   double seconds = 0;
   std::map<std::string, double> last_losses;
+  int64_t skipped_steps = 0;  // nonfinite = skip: steps dropped for a NaN/Inf loss or gradient
 };
 
 TrainResult run_training(const TrainOptions& o, const std::string& config_text, data::Loader& loader,
