@@ -249,6 +249,7 @@ int run_detector_case(const std::string& name, const DetectorBenchOptions& o) {
 
   json j;
   j["name"] = name;
+  j["rss_built_mib"] = max_rss_mib();  // after building the model and the batch, before any rep
   std::vector<double> all;
   Timing t{};
   alloc_reset_peak();
@@ -407,7 +408,8 @@ void run_detector_section(const DetectorBenchOptions& o, const char* argv0) {
     if (r.t.ok && r.t.j.contains("first_losses")) textra = "; torch " + r.t.j["first_losses"].dump();
     if (r.t.ok && r.t.j.contains("detections"))
       textra = "; torch " + std::to_string(r.t.j["detections"].get<int64_t>()) + " detections";
-    std::printf("  %s %s: kdet %s%s\n", r.model.c_str(), r.pass.c_str(), extra.c_str(), textra.c_str());
+    std::printf("  %s %s: kdet %s (RSS after building the model %.0f MiB)%s\n", r.model.c_str(), r.pass.c_str(),
+                extra.c_str(), r.k.j.value("rss_built_mib", 0.0), textra.c_str());
   }
 }
 
