@@ -250,6 +250,11 @@ int run_detector_case(const std::string& name, const DetectorBenchOptions& o) {
   json j;
   j["name"] = name;
   j["rss_built_mib"] = max_rss_mib();  // after building the model and the batch, before any rep
+  {
+    const AllocStats a = alloc_stats();
+    j["live_built_mib"] = static_cast<double>(a.current_bytes) / (1024.0 * 1024.0);
+    j["cached_built_mib"] = static_cast<double>(a.cached_bytes) / (1024.0 * 1024.0);
+  }
   std::vector<double> all;
   Timing t{};
   alloc_reset_peak();
@@ -408,8 +413,10 @@ void run_detector_section(const DetectorBenchOptions& o, const char* argv0) {
     if (r.t.ok && r.t.j.contains("first_losses")) textra = "; torch " + r.t.j["first_losses"].dump();
     if (r.t.ok && r.t.j.contains("detections"))
       textra = "; torch " + std::to_string(r.t.j["detections"].get<int64_t>()) + " detections";
-    std::printf("  %s %s: kdet %s (RSS after building the model %.0f MiB)%s\n", r.model.c_str(), r.pass.c_str(),
-                extra.c_str(), r.k.j.value("rss_built_mib", 0.0), textra.c_str());
+    std::printf("  %s %s: kdet %s (after building the model: RSS %.0f MiB, live tensors %.0f MiB, allocator cache "
+                "%.0f MiB)%s\n",
+                r.model.c_str(), r.pass.c_str(), extra.c_str(), r.k.j.value("rss_built_mib", 0.0),
+                r.k.j.value("live_built_mib", 0.0), r.k.j.value("cached_built_mib", 0.0), textra.c_str());
   }
 }
 
