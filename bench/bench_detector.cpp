@@ -18,7 +18,8 @@
 // Recipes (--detector-recipe):
 //   mmdet (default): retinanet_r{18,50}_fpn_1x: frozen_stages 1 (stem + layer1 frozen), BatchNorm in eval mode
 //       (norm_eval), FPN extra convs on the input (P6 from C5). torch side: resnet_fpn_backbone with
-//       FrozenBatchNorm2d, trainable_layers 3, LastLevelP6P7(C5 channels, 256) (P6 from C5): the same network.
+//       FrozenBatchNorm2d, trainable_layers 3, LastLevelP6P7(C5 channels, 256) (P6 from C5): the same network
+//       (except that norm_eval keeps the BN affine parameters of layer2..4 trainable; FrozenBatchNorm2d has none).
 //   torchvision: the cpu_peers §4 recipe: plain BatchNorm in train mode, all stages trainable, P6 from P5
 //       (kdet: frozen_stages -1, norm_eval false, add_extra_convs on_output).
 #include "bench/bench_detector.h"
