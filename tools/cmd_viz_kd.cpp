@@ -10,8 +10,8 @@
 //   dmkd  keep_spatial, att_spatial_t, att_channel_t (channel weights as a strip)
 //   fbkd  mask_spatial (M^S = (A^S_t + A^S_s)/2)   ssim  ssim_map (mean over channels)
 //   aid   mask_spatial, with the image's instance weight exp(-β·L_T) in the title
-// FGD's boxes: --boxes (original-image pixels), else the teacher's detections with score >= --score-thr
-// (default 0.3) on this image.
+// Boxes (FGD's masks, AID's teacher loss): --boxes (original-image pixels, optional class), else the
+// teacher's detections with score >= --score-thr (default 0.3) on this image.
 // Files: DIR/<method>_<map>_P<level>.png (P3..P7).
 #include <algorithm>
 #include <cmath>
@@ -35,7 +35,7 @@ namespace {
 
 const char* kVizUsage =
     "usage: kdet viz-kd CONFIG IMAGE --out DIR [--student CKPT] [--methods fgd,mgd,amd,dmkd,fbkd,ssim,aid]\n"
-    "                   [--score-thr 0.3] [--boxes x1,y1,x2,y2;...] [--set key=value ...]\n"
+    "                   [--score-thr 0.3] [--boxes x1,y1,x2,y2[,label];...] [--set key=value ...]\n"
     "PNGs per FPN level of what each KD method sees on IMAGE (masks, attention, SSIM map, instance weights),\n"
     "with the CONFIG's teacher and student (see tools/cmd_viz_kd.cpp).\n";
 
@@ -243,15 +243,17 @@ int cmd_viz_kd(int argc, char** argv) {
     p = q + 1;
     if (one.empty()) continue;
     data::BoxAnn a;
-    KDET_CHECK(std::sscanf(one.c_str(), "%f,%f,%f,%f", &a.x1, &a.y1, &a.x2, &a.y2) == 4, "viz-kd: --boxes entry '", one,
-               "' is not x1,y1,x2,y2");
+    long label = 0;
+    const int got = std::sscanf(one.c_str(), "%f,%f,%f,%f,%ld", &a.x1, &a.y1, &a.x2, &a.y2, &label);
+    KDET_CHECK(got == 4 || got == 5, "viz-kd: --boxes entry '", one, "' is not x1,y1,x2,y2[,label]");
     const auto& m = batch.metas[0];
     a.x1 *= m.scale_w, a.x2 *= m.scale_w, a.y1 *= m.scale_h, a.y2 *= m.scale_h;
-    a.label = 0;
+    a.label = label;
     given.push_back(a);
   }
   const data::Image base = input_image(batch.images, tf);
 
+  bool boxes_ready = false;
   for (const auto& mname : methods) {
     auto teacher = build_detector(c, "teacher");
     load_detector_weights(*teacher, tw);
@@ -272,24 +274,30 @@ int cmd_viz_kd(int argc, char** argv) {
       dc.fbkd.nonlocal = specs;
     }
     // FGD's boxes: the teacher's confident detections (network-input coordinates).
-    if (dc.method == kd::KdMethod::FGD && !given.empty()) {
-      batch.gts.assign(2, given);
-      std::printf("fgd: %zu boxes from --boxes\n", given.size());
-    } else if (dc.method == kd::KdMethod::FGD) {
-      teacher->eval();
-      auto dets = teacher->predict(batch, /*rescale=*/false);
-      batch.gts.assign(2, {});
-      const auto bx = dets[0].boxes.to_vector<float>();
-      const auto sc = dets[0].scores.to_vector<float>();
-      for (size_t k = 0; k < sc.size(); ++k)
-        if (sc[k] >= score_thr) {
-          data::BoxAnn a;
-          a.x1 = bx[4 * k], a.y1 = bx[4 * k + 1], a.x2 = bx[4 * k + 2], a.y2 = bx[4 * k + 3];
-          a.label = 0;
-          batch.gts[0].push_back(a);
-          batch.gts[1].push_back(a);
-        }
-      std::printf("fgd: %zu teacher boxes with score >= %.2f\n", batch.gts[0].size(), score_thr);
+    // The boxes FGD rasterises and AID's teacher loss is measured against: --boxes, else the teacher's
+    // confident detections (network-input coordinates, with their classes). Decided once.
+    if (!boxes_ready) {
+      if (!given.empty()) {
+        batch.gts.assign(2, given);
+        std::printf("boxes: %zu from --boxes\n", given.size());
+      } else {
+        teacher->eval();
+        auto dets = teacher->predict(batch, /*rescale=*/false);
+        batch.gts.assign(2, {});
+        const auto bx = dets[0].boxes.to_vector<float>();
+        const auto sc = dets[0].scores.to_vector<float>();
+        const auto lb = dets[0].labels.to_vector<int64_t>();
+        for (size_t k = 0; k < sc.size(); ++k)
+          if (sc[k] >= score_thr) {
+            data::BoxAnn a;
+            a.x1 = bx[4 * k], a.y1 = bx[4 * k + 1], a.x2 = bx[4 * k + 2], a.y2 = bx[4 * k + 3];
+            a.label = lb[k];
+            batch.gts[0].push_back(a);
+            batch.gts[1].push_back(a);
+          }
+        std::printf("boxes: %zu teacher detections with score >= %.2f\n", batch.gts[0].size(), score_thr);
+      }
+      boxes_ready = true;
     }
     kd::Distiller dist(std::move(teacher), std::move(student), dc);
     Generator gk(1);

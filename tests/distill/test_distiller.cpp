@@ -14,6 +14,7 @@
 #include <string>
 #include <unistd.h>
 
+#include "data/image.h"
 #include "detectors/build.h"
 #include "distill/distiller.h"
 #include "engine/ops/reduce.h"
@@ -425,6 +426,22 @@ TEST_CASE("kdet distill (CLI): MGD 4 iterations straight == 2, interrupt, resume
   // The student alone loads into the detector the config builds.
   RetinaNet student(RetinaNetConfig::small(18, 8, 16, 1, 6));
   CHECK_NOTHROW(load_detector_weights(student, d + "/a/student.safetensors"));
+  // viz-kd on one of the synthetic images: one PNG per method, map and FPN level, readable, with a legend
+  // band under the (enlarged) image.
+  std::string img;
+  for (const auto& e : fs::recursive_directory_iterator(d + "/synth"))
+    if (e.path().extension() == ".png" && img.empty()) img = e.path().string();
+  REQUIRE(!img.empty());
+  const std::string viz = std::string(bin) + " viz-kd " + d + "/kd.cfg " + img + " --out " + d +
+                          "/viz --methods fgd,mgd,dmkd,ssim,aid --boxes '4,4,30,30,1;20,20,60,50,2' > " + d +
+                          "/out.txt 2>&1";
+  REQUIRE_MESSAGE(std::system(viz.c_str()) == 0, slurp(d + "/out.txt"));
+  int pngs = 0;
+  for (const auto& e : fs::directory_iterator(d + "/viz")) pngs += e.path().extension() == ".png";
+  CHECK(pngs == 5 * (3 + 1 + 2 + 1 + 1));  // fgd fg/bg/attention, mgd keep, dmkd keep/attention, ssim, aid
+  const data::Image fg = data::load_image(d + "/viz/fgd_mask_fg_P3.png");
+  CHECK(fg.w == 384);
+  CHECK(fg.h > 384);
   // The teacher file is untouched and was inherited into the student's neck and head at the start.
   SafetensorsFile ft = load_safetensors(d + "/teacher.safetensors");
   CHECK(bit_equal(ft.tensors.at("neck.fpn_convs.0.conv.weight"), teacher.state_dict().at("neck.fpn_convs.0.conv.weight")));
