@@ -24,9 +24,13 @@ constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
 // segments the way stb's decoder does (segments by length, entropy-coded data up to the next marker)
 // and reports a DHT with more than 256 codes, so such a file is refused before stb sees it.
 bool jpeg_has_oversized_dht(const uint8_t* d, size_t n) {
-  if (n < 2 || d[0] != 0xFF || d[1] != 0xD8) return false;
-  auto at = [&](size_t i) -> unsigned { return i < n ? d[i] : 0; };  // stb reads 0 past the end
-  size_t i = 2;
+  // stb's SOI test: 0xFF, any number of 0xFF fill bytes, 0xD8.
+  size_t i = 1;
+  if (n < 2 || d[0] != 0xFF) return false;
+  while (i < n && d[i] == 0xFF) ++i;
+  if (i >= n || d[i] != 0xD8) return false;
+  ++i;
+  auto at = [&](size_t k) -> unsigned { return k < n ? d[k] : 0; };  // stb reads 0 past the end
   while (i < n) {
     if (d[i] != 0xFF) {
       ++i;
