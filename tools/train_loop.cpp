@@ -480,6 +480,7 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
       skip_step(what);
       continue;
     }
+    const std::map<std::string, double> win_sum_before = win_sum;  // restored if the step is skipped
     double total_v = 0;
     for (auto& [name, v] : losses) {
       const double x = v.item();
@@ -497,6 +498,7 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
         const std::string what = "gradient of '" + bad_param + "' is not finite";
         KDET_CHECK(o.skip_nonfinite, "train: ", what, " at iteration ", pos.iter + 1, " (epoch ", pos.epoch,
                    "); stopping. Last good checkpoint: ", last_good, " (or set train.nonfinite = skip)");
+        win_sum = win_sum_before;
         skip_step(what);
         continue;
       }
