@@ -345,13 +345,20 @@ void Distiller::load_state_dict(const TensorMap& sd) {
     else
       s.emplace(name, t);
   }
-  // Check both before modifying either (each load is itself all-or-nothing).
+  // All or nothing: each load is itself all-or-nothing; the KD module is restored if the student fails.
+  TensorMap kd_before;
+  for (const auto& [name, t] : kd_->state_dict()) kd_before[name] = t.clone();
   try {
     kd_->load_state_dict(k, true);
   } catch (const Error& e) {
     KDET_FAIL("Distiller: KD module state (distill.*) does not match: ", e.what());
   }
-  student_->load_state_dict(s, true);
+  try {
+    student_->load_state_dict(s, true);
+  } catch (const Error&) {
+    kd_->load_state_dict(kd_before, true);
+    throw;
+  }
 }
 
 RetinaNetTaps Distiller::teacher_forward(const Tensor& images) {

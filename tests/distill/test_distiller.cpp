@@ -319,6 +319,21 @@ TEST_CASE("distiller: state dict = student (detector names) + distill.*; round t
   e->init_kd_weights(g);
   e->load_state_dict(snap);
   for (auto& [k, v] : e->state_dict()) CHECK_MESSAGE(bit_equal(v, snap.at(k)), k);
+  // A bad student part leaves the KD module as it was (all or nothing).
+  TensorMap bad = snap;
+  bad.erase("backbone.conv1.weight");
+  for (auto& [k, v] : bad)
+    if (k.rfind("distill.", 0) == 0) {
+      v = v.clone();
+      v.fill_(7.0);
+    }
+  const TensorMap kd_before = [&] {
+    TensorMap m;
+    for (auto& [k, v] : e->kd_module().state_dict()) m[k] = v.clone();
+    return m;
+  }();
+  CHECK(error_of([&] { e->load_state_dict(bad); }).find("backbone.conv1.weight") != std::string::npos);
+  for (auto& [k, v] : e->kd_module().state_dict()) CHECK_MESSAGE(bit_equal(v, kd_before.at(k)), k);
   snap.erase("distill.level0.align.weight");
   CHECK(error_of([&] { e->load_state_dict(snap); }).find("distill") != std::string::npos);
 }
