@@ -27,6 +27,11 @@
 //     fbkd: loss_fbkd_{feat,channel,spatial,nonlocal} (the spec's 7e-5 / 4e-3 / 4e-3 / 7e-5 applied)
 //     aid:  loss_aid_{feat,channel,spatial,nonlocal}  (per-image weights exp(−β·L_T), L_T = the
 //           teacher's own loss_cls + loss_bbox on that image alone, under no-grad)
+// * Inputs each method takes from the batch: FGD the non-ignore GT boxes of each image (crowd /
+//   ignore regions left out, as mmdet's gt_bboxes) with ref_hw = img_shape (official) or the padded
+//   batch size (box_ref = pad, mmrazor); MGD its random masks from Generator(seed).fork(step);
+//   logit_kd the sigmoid-BCE form of §8b over every anchor row of all tapped levels, avg_factor =
+//   number of rows (our choice: the spec leaves it to the pipeline), times loss_weight.
 // * inherit_from_teacher() copies every teacher "neck.*" and "bbox_head.*" tensor into the student
 //   (the "inheriting strategy" of FGD/MGD); any missing/extra/mis-shaped key is an error listing all.
 #pragma once
