@@ -64,7 +64,7 @@ BENCH_OBJ := $(BENCH_SRC:%.cpp=$(BUILD)/obj/%.o)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps check-deps test test-bin fixtures bench clean probe
+.PHONY: all deps check-deps test test-bin fixtures bench clean probe demo
 all: probe $(BUILD)/kdet
 
 probe:
@@ -139,6 +139,11 @@ bench: $(BUILD)/kdet_bench $(BUILD)/kdet
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- the KD demo (issue 7): teacher, baseline student and every KD method on the synthetic set -----
+# Resumable: finished runs in runs/demo are reused (tools/study.h).
+demo: probe $(BUILD)/kdet
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/kdet study configs/demo.cfg --out runs/demo
 
 -include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)
 

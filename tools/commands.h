@@ -23,4 +23,7 @@ int cmd_distill(int argc, char** argv);
 int cmd_viz_kd(int argc, char** argv);
 int cmd_bench_kd(int argc, char** argv);
 
+// the KD study (issue 7)
+int cmd_study(int argc, char** argv);
+
 }  // namespace kdet::cli

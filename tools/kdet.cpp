@@ -27,6 +27,7 @@ const Command kCommands[] = {
     {"distill", kdet::cli::cmd_distill, "distil a frozen teacher into a student (FGD, MGD, AMD, DMKD, SSIM, FBKD, AID, FitNet, logit KD)"},
     {"viz-kd", kdet::cli::cmd_viz_kd, "PNGs per FPN level of what each KD method sees on an image (masks, attention)"},
     {"bench-kd", kdet::cli::cmd_bench_kd, "KD loss fwd+bwd time on R50-sized FPN features vs a student step"},
+    {"study", kdet::cli::cmd_study, "a KD experiment matrix (teacher x student x methods x seeds) -> results table, charts"},
     {"bench-coco-load", kdet::cli::cmd_bench_coco_load, "time loading a COCO JSON the size of train2017"},
 };
 

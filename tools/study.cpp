@@ -1,0 +1,717 @@
+// tools/study.cpp — see tools/study.h.
+#include "tools/study.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "data/coco_eval.h"
+#include "engine/check.h"
+#include "engine/config.h"
+
+namespace kdet::study {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// ---- small utilities --------------------------------------------------------------------------------
+std::string slurp(const std::string& p) {
+  std::ifstream f(p);
+  if (!f.good()) return "";
+  return std::string((std::istreambuf_iterator<char>(f)), {});
+}
+
+void write_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    KDET_CHECK(f.good(), "study: cannot write ", tmp);
+    f << text;
+  }
+  fs::rename(tmp, path);
+}
+
+std::string trim(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+std::string shq(const std::string& s) {  // shell single-quoting
+  std::string r = "'";
+  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return r + "'";
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+// "a.b=1; c.d = 2, 3" -> {{"a.b","1"}, {"c.d","2, 3"}}
+std::vector<std::pair<std::string, std::string>> parse_sets(const std::string& s, const std::string& what) {
+  std::vector<std::pair<std::string, std::string>> r;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ';')) {
+    item = trim(item);
+    if (item.empty()) continue;
+    size_t eq = item.find('=');
+    KDET_CHECK(eq != std::string::npos, "study: ", what, ": '", item, "' is not section.key=value");
+    std::string k = trim(item.substr(0, eq));
+    KDET_CHECK(k.find('.') != std::string::npos && k.front() != '.' && k.back() != '.', "study: ", what, ": key '", k,
+               "' is not section.key");
+    r.push_back({k, trim(item.substr(eq + 1))});
+  }
+  return r;
+}
+
+std::string abs_path(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
+
+std::string resolve_rel(const std::string& study_cfg, const std::string& p) {
+  if (!p.empty() && p.front() == '/') return p;
+  fs::path rel = fs::path(study_cfg).parent_path() / p;
+  if (fs::exists(rel)) return abs_path(rel.string());
+  KDET_CHECK(fs::exists(p), "study: config '", p, "' not found (relative to ", study_cfg, " or the working directory)");
+  return abs_path(p);
+}
+
+// run.cfg: `base = <config>` + the overrides grouped by section (later ones win).
+std::string make_run_cfg(const std::string& base, const std::vector<std::pair<std::string, std::string>>& sets) {
+  std::map<std::string, std::map<std::string, std::string>> by_section;
+  for (const auto& [k, v] : sets) {
+    size_t dot = k.find('.');
+    by_section[k.substr(0, dot)][k.substr(dot + 1)] = v;
+  }
+  std::string s = "base = " + base + "\n";
+  for (const auto& [sec, kv] : by_section) {
+    s += "[" + sec + "]\n";
+    for (const auto& [k, v] : kv) s += k + " = " + v + "\n";
+  }
+  return s;
+}
+
+const std::array<const char*, 6> kCsvKeys = {"AP", "AP50", "AP75", "APs", "APm", "APl"};
+
+std::string pct(double v) { return v < 0 ? std::string("-1") : fmt("%.2f", 100.0 * v); }
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0 : s / v.size();
+}
+
+// Loss curves from a run's log.jsonl: (iter, detection loss = sum of the baseline's terms, total loss).
+struct Curve {
+  std::vector<double> it, det, total;
+};
+Curve read_curve(const std::string& dir) {
+  Curve c;
+  std::ifstream f(dir + "/log.jsonl");
+  std::string line;
+  std::map<double, std::pair<double, double>> by_iter;  // a resumed run may log an iteration twice
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || j.value("mode", "") != "train" || !j.contains("iter") ||
+        !j.contains("loss"))
+      continue;
+    double det = 0;
+    bool any = false;
+    for (const char* k : {"loss_cls", "loss_bbox"})
+      if (j.contains(k) && j[k].is_number()) det += j[k].get<double>(), any = true;
+    double tot = j["loss"].get<double>();
+    by_iter[j["iter"].get<double>()] = {any ? det : tot, tot};
+  }
+  for (auto& [i, v] : by_iter) c.it.push_back(i), c.det.push_back(v.first), c.total.push_back(v.second);
+  return c;
+}
+
+}  // namespace
+
+// ---- run results ----------------------------------------------------------------------------------
+bool read_run_result(const std::string& dir, const std::string& expect_cfg, RunResult* r) {
+  std::string text = slurp(dir + "/study_run.json");
+  if (text.empty()) return false;
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return false;
+  if (!j.contains("metrics") || !j["metrics"].is_object() || !j.contains("run_cfg") || !j.contains("weights") ||
+      !j.contains("method") || !j.contains("seed") || !j.contains("train_seconds"))
+    return false;
+  if (!expect_cfg.empty() && j["run_cfg"].get<std::string>() != expect_cfg) return false;
+  RunResult x;
+  for (int i = 0; i < 12; ++i) {
+    const char* k = data::CocoMetrics::keys()[i];
+    if (!j["metrics"].contains(k) || !j["metrics"][k].is_number()) return false;
+    x.stats[i] = j["metrics"][k].get<double>();
+    if (!std::isfinite(x.stats[i])) return false;
+  }
+  x.method = j["method"].get<std::string>();
+  x.seed = j["seed"].get<int64_t>();
+  x.train_seconds = j["train_seconds"].get<double>();
+  x.weights = j["weights"].get<std::string>();
+  x.dir = dir;
+  if (!fs::exists(x.weights)) return false;
+  *r = x;
+  return true;
+}
+
+namespace {
+
+struct Study {
+  StudyOptions o;
+  std::string teacher_cfg, student_cfg;
+  std::vector<std::string> methods;
+  std::map<std::string, std::string> method_cfg;
+  std::vector<int64_t> seeds, extra_seeds;
+  std::vector<std::string> extra_runs;
+  int64_t teacher_seed = 0;
+  std::vector<std::pair<std::string, std::string>> set_all, set_teacher, set_student;
+  bool viz = true;
+  std::string out;  // absolute
+  int total_runs = 0, run_no = 0;
+
+  RunResult run_one(const std::string& kind, const std::string& method, int64_t seed, const std::string& base,
+                    std::vector<std::pair<std::string, std::string>> sets) {
+    const std::string name = method + "_s" + std::to_string(seed);
+    const std::string dir = out + "/" + name;
+    sets.insert(sets.begin(), {"data.synth_dir", out + "/synth"});
+    sets.push_back({"train.seed", std::to_string(seed)});
+    const std::string cfg = make_run_cfg(base, sets);
+    ++run_no;
+    RunResult r;
+    if (read_run_result(dir, cfg, &r)) {
+      r.reused = true;
+      if (!o.quiet)
+        std::printf("[%2d/%d] %-9s seed %lld  done earlier: AP %s  (%s)\n", run_no, total_runs, method.c_str(),
+                    (long long)seed, pct(r.stats[0]).c_str(), dir.c_str());
+      std::fflush(stdout);
+      return r;
+    }
+    // A run.cfg that changed invalidates the old run; an unchanged one with a checkpoint is resumed.
+    bool resume = false;
+    if (fs::exists(dir)) {
+      if (slurp(dir + "/run.cfg") == cfg && fs::exists(dir + "/last_checkpoint")) resume = true;
+      else fs::remove_all(dir);
+    }
+    fs::create_directories(dir);
+    write_atomic(dir + "/run.cfg", cfg);
+    if (!o.quiet) {
+      std::printf("[%2d/%d] %-9s seed %lld  %s... (log: %s/stdout.txt)\n", run_no, total_runs, method.c_str(),
+                  (long long)seed, resume ? "resuming" : "running", dir.c_str());
+      std::fflush(stdout);
+    }
+    std::string cmd = shq(o.kdet_bin) + " " + kind + " " + shq(dir + "/run.cfg") + " --work-dir " + shq(dir);
+    if (resume) cmd += " --resume " + shq(dir);
+    cmd += (resume ? " >> " : " > ") + shq(dir + "/stdout.txt") + " 2>&1";
+    auto t0 = std::chrono::steady_clock::now();
+    int rc = std::system(cmd.c_str());
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rc != 0) {
+      std::string log = slurp(dir + "/stdout.txt");
+      if (log.size() > 3000) {
+        std::string tail = "[...]\n";
+        tail += log.substr(log.size() - 3000);
+        log = tail;
+      }
+      KDET_FAIL("study: run ", name, " failed (", kind, " ", dir, "/run.cfg, exit status ", rc, "); its output:\n", log);
+    }
+    std::string mtext = slurp(dir + "/metrics.json");
+    auto mj = nlohmann::json::parse(mtext, nullptr, false);
+    KDET_CHECK(!mj.is_discarded() && mj.is_object(), "study: run ", name, ": no valid ", dir,
+               "/metrics.json (train.eval_at_end must be true)");
+    std::string weights;
+    if (kind == "distill") weights = dir + "/student.safetensors";
+    else weights = dir + "/" + trim(slurp(dir + "/last_checkpoint"));
+    KDET_CHECK(fs::exists(weights), "study: run ", name, ": weights ", weights, " missing");
+    nlohmann::json j;
+    j["method"] = method;
+    j["seed"] = seed;
+    nlohmann::json m;
+    for (int i = 0; i < 12; ++i) m[data::CocoMetrics::keys()[i]] = mj.value(data::CocoMetrics::keys()[i], -1.0);
+    j["metrics"] = m;
+    j["train_seconds"] = secs;
+    j["weights"] = weights;
+    j["run_cfg"] = cfg;
+    j["resumed"] = resume;
+    write_atomic(dir + "/study_run.json", j.dump(2) + "\n");
+    KDET_CHECK(read_run_result(dir, cfg, &r), "study: run ", name, ": could not read back ", dir, "/study_run.json");
+    if (!o.quiet) {
+      std::printf("        AP %s  AP50 %s  in %.0f s\n", pct(r.stats[0]).c_str(), pct(r.stats[1]).c_str(), secs);
+      std::fflush(stdout);
+    }
+    return r;
+  }
+};
+
+const uint8_t kWhite[3] = {255, 255, 255}, kBlack[3] = {0, 0, 0}, kGrey[3] = {150, 150, 150},
+              kLight[3] = {225, 225, 225};
+const uint8_t kPalette[][3] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},  {214, 39, 40},  {148, 103, 189},
+                               {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207},
+                               {57, 59, 121},  {99, 121, 57}};
+const int kMethodColors[10] = {1, 2, 3, 4, 5, 6, 8, 9, 10, 11};  // 0: baseline, 7: teacher
+const uint8_t* pal(int i) { return kPalette[((i % 12) + 12) % 12]; }
+
+}  // namespace
+
+// ---- the study ----------------------------------------------------------------------------------
+std::vector<RunResult> run_study(const StudyOptions& opts) {
+  Study s;
+  s.o = opts;
+  if (s.o.kdet_bin.empty()) s.o.kdet_bin = fs::read_symlink("/proc/self/exe").string();
+  Config c = Config::load(opts.config);
+  s.teacher_cfg = resolve_rel(opts.config, c.get_string("study.teacher"));
+  s.student_cfg = resolve_rel(opts.config, c.get_string("study.student"));
+  s.methods = c.get_strings("study.methods");
+  for (const auto& m : s.methods) {
+    KDET_CHECK(m != "baseline" && m != "teacher" && m != "best", "study: '", m, "' is reserved, not a method name");
+    s.method_cfg[m] = resolve_rel(opts.config, c.get_string("methods." + m));
+  }
+  for (const auto& k : c.keys("methods")) c.get_string("methods." + k);  // unused entries are allowed
+  s.seeds = c.get_ints("study.seeds", {0});
+  KDET_CHECK(!s.seeds.empty(), "study: study.seeds is empty");
+  s.extra_seeds = c.get_ints("study.extra_seeds", {});
+  s.extra_runs = c.has("study.extra_seed_runs") ? c.get_strings("study.extra_seed_runs") : std::vector<std::string>{};
+  s.teacher_seed = c.get_int("study.teacher_seed", s.seeds.front());
+  s.set_all = parse_sets(c.get_string("study.set_all", ""), "study.set_all");
+  s.set_teacher = parse_sets(c.get_string("study.set_teacher", ""), "study.set_teacher");
+  s.set_student = parse_sets(c.get_string("study.set_student", ""), "study.set_student");
+  s.viz = c.get_bool("study.viz", true);
+  c.check_all_used();
+  for (const auto& e : s.extra_runs)
+    KDET_CHECK(e == "baseline" || e == "best" || s.method_cfg.count(e), "study: extra_seed_runs: unknown run '", e, "'");
+
+  fs::create_directories(opts.out);
+  s.out = abs_path(opts.out);
+  {
+    std::set<std::string> extra(s.extra_runs.begin(), s.extra_runs.end());
+    s.total_runs = 1 + static_cast<int>(s.seeds.size() * (1 + s.methods.size()) + s.extra_seeds.size() * extra.size());
+  }
+  if (!opts.quiet) {
+    std::printf("study: %s -> %s | teacher %s | student %s | %zu KD methods | seeds", opts.config.c_str(),
+                s.out.c_str(), s.teacher_cfg.c_str(), s.student_cfg.c_str(), s.methods.size());
+    for (auto x : s.seeds) std::printf(" %lld", (long long)x);
+    if (!s.extra_seeds.empty()) {
+      std::printf(" (+");
+      for (auto x : s.extra_seeds) std::printf(" %lld", (long long)x);
+      std::printf(" for");
+      for (auto& e : s.extra_runs) std::printf(" %s", e.c_str());
+      std::printf(")");
+    }
+    std::printf(" | %d runs\n", s.total_runs);
+    std::fflush(stdout);
+  }
+
+  std::vector<RunResult> runs;
+  // 1. teacher
+  auto tsets = s.set_all;
+  tsets.insert(tsets.end(), s.set_teacher.begin(), s.set_teacher.end());
+  RunResult teacher = s.run_one("train", "teacher", s.teacher_seed, s.teacher_cfg, tsets);
+  runs.push_back(teacher);
+
+  auto student_sets = [&] {
+    auto v = s.set_all;
+    v.insert(v.end(), s.set_student.begin(), s.set_student.end());
+    return v;
+  };
+  auto kd_sets = [&] {
+    auto v = student_sets();
+    // The teacher's model overrides also describe the KD run's [teacher] section.
+    for (const auto& src : {s.set_all, s.set_teacher})
+      for (const auto& [k, val] : src)
+        if (k.rfind("model.", 0) == 0) v.push_back({"teacher." + k.substr(6), val});
+    v.push_back({"teacher.weights", teacher.weights});
+    return v;
+  };
+  auto run_baseline = [&](int64_t seed) { runs.push_back(s.run_one("train", "baseline", seed, s.student_cfg, student_sets())); };
+  auto run_method = [&](const std::string& m, int64_t seed) {
+    runs.push_back(s.run_one("distill", m, seed, s.method_cfg.at(m), kd_sets()));
+  };
+  // 2. baseline and every method, seed by seed
+  for (int64_t seed : s.seeds) {
+    run_baseline(seed);
+    for (const auto& m : s.methods) run_method(m, seed);
+  }
+  // 3. extra seeds for the named runs (`best`: the KD method with the best mean AP over `seeds`)
+  auto method_mean = [&](const std::string& m) {
+    std::vector<double> v;
+    for (const auto& r : runs)
+      if (r.method == m) v.push_back(r.stats[0]);
+    return mean(v);
+  };
+  std::string best;
+  for (const auto& m : s.methods)
+    if (best.empty() || method_mean(m) > method_mean(best)) best = m;
+  {
+    std::vector<std::string> extra;
+    for (auto e : s.extra_runs) {
+      if (e == "best") e = best;
+      if (!e.empty() && std::find(extra.begin(), extra.end(), e) == extra.end()) extra.push_back(e);
+    }
+    for (int64_t seed : s.extra_seeds)
+      for (const auto& e : extra) {
+        bool have = false;
+        for (const auto& r : runs) have |= r.method == e && r.seed == seed;
+        if (have) continue;
+        if (e == "baseline") run_baseline(seed);
+        else run_method(e, seed);
+      }
+  }
+
+  // ---- table ------------------------------------------------------------------------------------
+  std::map<int64_t, double> base_ap;
+  std::vector<double> base_all;
+  for (const auto& r : runs)
+    if (r.method == "baseline") base_ap[r.seed] = r.stats[0], base_all.push_back(r.stats[0]);
+  const double base_mean = mean(base_all);
+  auto delta = [&](const RunResult& r) {
+    auto it = base_ap.find(r.seed);
+    return r.stats[0] - (it != base_ap.end() ? it->second : base_mean);
+  };
+  // Order: teacher, baseline, methods in config order; seeds ascending.
+  std::vector<std::string> order = {"teacher", "baseline"};
+  order.insert(order.end(), s.methods.begin(), s.methods.end());
+  std::vector<RunResult> table;
+  for (const auto& m : order) {
+    std::vector<RunResult> rs;
+    for (const auto& r : runs)
+      if (r.method == m) rs.push_back(r);
+    std::sort(rs.begin(), rs.end(), [](const RunResult& a, const RunResult& b) { return a.seed < b.seed; });
+    table.insert(table.end(), rs.begin(), rs.end());
+  }
+  {
+    std::string csv = "method,seed,AP,AP50,AP75,APs,APm,APl,delta_AP,train_seconds\n";
+    for (const auto& r : table) {
+      csv += r.method + "," + std::to_string(r.seed);
+      for (int i = 0; i < 6; ++i) csv.append(",").append(pct(r.stats[i]));
+      csv.append(",").append(fmt("%.2f", 100.0 * delta(r))).append(",").append(fmt("%.1f", r.train_seconds)).append("\n");
+    }
+    write_atomic(s.out + "/results.csv", csv);
+  }
+  // Per method: mean, spread (max - min) over seeds.
+  struct Agg {
+    std::vector<double> ap;
+    double mean = 0, spread = 0;
+  };
+  std::map<std::string, Agg> agg;
+  for (const auto& r : table) agg[r.method].ap.push_back(r.stats[0]);
+  for (auto& [m, a] : agg) {
+    a.mean = mean(a.ap);
+    a.spread = *std::max_element(a.ap.begin(), a.ap.end()) - *std::min_element(a.ap.begin(), a.ap.end());
+  }
+  std::string md = "# KD study: " + opts.config + "\n\n";
+  md += "Teacher `" + s.teacher_cfg + "`, student `" + s.student_cfg + "`, held-out split: the synthetic val set "
+        "(COCO bbox metrics, percent). delta_AP = AP - the baseline student's AP with the same seed. "
+        "train_seconds = wall-clock time of the run (training + final evaluation).\n\n";
+  md += "| method | seed | AP | AP50 | AP75 | APs | APm | APl | delta_AP | train_seconds |\n";
+  md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& r : table) {
+    md += "| " + r.method + " | " + std::to_string(r.seed);
+    for (int i = 0; i < 6; ++i) md += " | " + pct(r.stats[i]);
+    md += " | " + fmt("%+.2f", 100.0 * delta(r)) + " | " + fmt("%.1f", r.train_seconds) + " |\n";
+  }
+  md += "\n## Mean over seeds\n\n| method | seeds | mean AP | spread (max-min) | mean delta_AP |\n|---|---:|---:|---:|---:|\n";
+  for (const auto& m : order) {
+    if (!agg.count(m)) continue;
+    const auto& a = agg[m];
+    md += "| " + m + " | " + std::to_string(a.ap.size()) + " | " + fmt("%.2f", 100 * a.mean) + " | " +
+          (a.ap.size() > 1 ? fmt("%.2f", 100 * a.spread) : std::string("-")) + " | " +
+          fmt("%+.2f", 100 * (a.mean - base_mean)) + " |\n";
+  }
+  std::string verdict;
+  if (!best.empty() && agg.count("baseline")) {
+    const auto& b = agg["baseline"];
+    const auto& k = agg[best];
+    const double margin = k.mean - b.mean;
+    const double spread = std::max(b.spread, k.spread);
+    verdict = "Best KD method by mean AP: **" + best + "** (" + fmt("%.2f", 100 * k.mean) + ", " +
+              std::to_string(k.ap.size()) + " seed(s)) vs baseline " + fmt("%.2f", 100 * b.mean) + " (" +
+              std::to_string(b.ap.size()) + " seed(s)): margin " + fmt("%+.2f", 100 * margin) + " AP. ";
+    if (b.ap.size() < 2 || k.ap.size() < 2)
+      verdict += "Fewer than 2 seeds for the baseline or the best method: the seed-to-seed spread is unknown, so "
+                 "this study cannot say whether the margin is an effect (add extra_seeds).";
+    else if (margin > spread)
+      verdict += "The margin is larger than the seed-to-seed spread (" + fmt("%.2f", 100 * spread) +
+                 " AP, the larger of the two runs' max-min): an effect beyond seed noise at this number of seeds.";
+    else
+      verdict += "The margin is NOT larger than the seed-to-seed spread (" + fmt("%.2f", 100 * spread) +
+                 " AP): no effect shown beyond seed noise.";
+    md += "\n" + verdict + "\n";
+  }
+  md += "\nFiles: results.csv, ap_per_method.png, loss_curves.png" + std::string(s.viz ? ", viz_kd/" : "") +
+        "; every run's directory (<method>_s<seed>/) holds run.cfg, log.jsonl, metrics.json, stdout.txt.\n";
+  write_atomic(s.out + "/results.md", md);
+
+  // ---- bar chart ---------------------------------------------------------------------------------
+  {
+    std::vector<Bar> bars;
+    int ci = 0;
+    for (const auto& m : order) {
+      if (!agg.count(m)) continue;
+      Bar b;
+      b.label = m;
+      b.value = 100 * agg[m].mean;
+      for (double x : agg[m].ap) b.points.push_back(100 * x);
+      b.color = m == "teacher" ? 7 : m == "baseline" ? 0 : kMethodColors[ci++ % 10];
+      bars.push_back(b);
+    }
+    data::write_png(s.out + "/ap_per_method.png",
+                    bar_chart("COCO AP on the held-out split (bar: mean over seeds, dots: seeds)", "AP", bars,
+                              agg.count("baseline") ? 100 * base_mean : -1));
+  }
+  // ---- loss curves (first seed: baseline and every method) ----------------------------------------
+  {
+    std::vector<Series> det, tot;
+    int ci = 0;
+    for (const auto& m : order) {
+      if (m == "teacher") continue;
+      for (const auto& r : table)
+        if (r.method == m && r.seed == s.seeds.front()) {
+          Curve cv = read_curve(r.dir);
+          if (cv.it.empty()) continue;
+          const int col = m == "baseline" ? 0 : kMethodColors[ci++ % 10];
+          det.push_back({m, cv.it, cv.det, col});
+          tot.push_back({m, cv.it, cv.total, col});
+        }
+    }
+    data::Image a = line_chart("detection loss (cls + box), seed " + std::to_string(s.seeds.front()), "iteration",
+                               "loss", det);
+    data::Image b = line_chart("total loss (detection + KD terms)", "iteration", "loss", tot);
+    data::Image both(a.w, a.h + b.h);
+    std::copy(a.px.begin(), a.px.end(), both.px.begin());
+    std::copy(b.px.begin(), b.px.end(), both.px.begin() + a.px.size());
+    data::write_png(s.out + "/loss_curves.png", both);
+  }
+  // ---- viz-kd on the first held-out image --------------------------------------------------------
+  std::string viz_note;
+  if (s.viz) {
+    static const std::set<std::string> kVizMethods = {"fgd", "mgd", "amd", "dmkd", "fbkd", "ssim", "aid"};
+    std::string vm, run_dir_cfg, student_w;
+    for (const auto& m : s.methods)
+      if (kVizMethods.count(m)) vm += (vm.empty() ? "" : ",") + m;
+    // The run of the best method with a picture (else the first such method), first seed.
+    std::string pick;
+    if (kVizMethods.count(best)) pick = best;
+    else
+      for (const auto& m : s.methods)
+        if (kVizMethods.count(m) && pick.empty()) pick = m;
+    std::string val_img;
+    for (const auto& e : fs::directory_iterator(s.out + "/synth")) {
+      const std::string n = e.path().filename().string();
+      if (n.rfind("val_", 0) != 0 || n.find(".tmp") != std::string::npos) continue;
+      auto j = nlohmann::json::parse(slurp(e.path().string() + "/annotations.json"), nullptr, false);
+      if (!j.is_discarded() && j.contains("images") && !j["images"].empty())
+        val_img = e.path().string() + "/" + j["images"][0]["file_name"].get<std::string>();
+    }
+    if (!pick.empty() && !val_img.empty()) {
+      for (const auto& r : table)
+        if (r.method == pick && r.seed == s.seeds.front()) run_dir_cfg = r.dir + "/run.cfg", student_w = r.weights;
+      const std::string vdir = s.out + "/viz_kd";
+      fs::create_directories(vdir);
+      std::string cmd = shq(s.o.kdet_bin) + " viz-kd " + shq(run_dir_cfg) + " " + shq(val_img) + " --out " + shq(vdir) +
+                        " --student " + shq(student_w) + " --methods " + vm + " > " + shq(vdir + "/stdout.txt") +
+                        " 2>&1";
+      int rc = std::system(cmd.c_str());
+      KDET_CHECK(rc == 0, "study: viz-kd failed (", cmd, "); see ", vdir, "/stdout.txt:\n", slurp(vdir + "/stdout.txt"));
+      viz_note = "viz-kd pictures of " + val_img + " (teacher + the " + pick + " student): " + vdir + "/";
+    }
+  }
+
+  if (!opts.quiet) {
+    std::printf("\n%s", md.c_str());
+    std::printf("\nresults: %s/results.md, %s/results.csv\nAP chart: %s/ap_per_method.png\nloss curves: "
+                "%s/loss_curves.png\n",
+                s.out.c_str(), s.out.c_str(), s.out.c_str(), s.out.c_str());
+    if (!viz_note.empty()) std::printf("%s\n", viz_note.c_str());
+    std::fflush(stdout);
+  }
+  return table;
+}
+
+// ---- drawing ----------------------------------------------------------------------------------------
+namespace {
+// 5x7 bitmap font, ASCII 0x20..0x5A (column-major, bit 0 = top row) — the glyphs of tools/cmd_infer.cpp;
+// lower case is drawn as upper case.
+const uint8_t kFont[][5] = {
+    {0x00, 0x00, 0x00, 0x00, 0x00}, {0x00, 0x00, 0x5F, 0x00, 0x00}, {0x00, 0x07, 0x00, 0x07, 0x00},
+    {0x14, 0x7F, 0x14, 0x7F, 0x14}, {0x24, 0x2A, 0x7F, 0x2A, 0x12}, {0x23, 0x13, 0x08, 0x64, 0x62},
+    {0x36, 0x49, 0x55, 0x22, 0x50}, {0x00, 0x05, 0x03, 0x00, 0x00}, {0x00, 0x1C, 0x22, 0x41, 0x00},
+    {0x00, 0x41, 0x22, 0x1C, 0x00}, {0x08, 0x2A, 0x1C, 0x2A, 0x08}, {0x08, 0x08, 0x3E, 0x08, 0x08},
+    {0x00, 0x50, 0x30, 0x00, 0x00}, {0x08, 0x08, 0x08, 0x08, 0x08}, {0x00, 0x60, 0x60, 0x00, 0x00},
+    {0x20, 0x10, 0x08, 0x04, 0x02}, {0x3E, 0x51, 0x49, 0x45, 0x3E}, {0x00, 0x42, 0x7F, 0x40, 0x00},
+    {0x42, 0x61, 0x51, 0x49, 0x46}, {0x21, 0x41, 0x45, 0x4B, 0x31}, {0x18, 0x14, 0x12, 0x7F, 0x10},
+    {0x27, 0x45, 0x45, 0x45, 0x39}, {0x3C, 0x4A, 0x49, 0x49, 0x30}, {0x01, 0x71, 0x09, 0x05, 0x03},
+    {0x36, 0x49, 0x49, 0x49, 0x36}, {0x06, 0x49, 0x49, 0x29, 0x1E}, {0x00, 0x36, 0x36, 0x00, 0x00},
+    {0x00, 0x56, 0x36, 0x00, 0x00}, {0x00, 0x08, 0x14, 0x22, 0x41}, {0x14, 0x14, 0x14, 0x14, 0x14},
+    {0x41, 0x22, 0x14, 0x08, 0x00}, {0x02, 0x01, 0x51, 0x09, 0x06}, {0x32, 0x49, 0x79, 0x41, 0x3E},
+    {0x7E, 0x11, 0x11, 0x11, 0x7E}, {0x7F, 0x49, 0x49, 0x49, 0x36}, {0x3E, 0x41, 0x41, 0x41, 0x22},
+    {0x7F, 0x41, 0x41, 0x22, 0x1C}, {0x7F, 0x49, 0x49, 0x49, 0x41}, {0x7F, 0x09, 0x09, 0x01, 0x01},
+    {0x3E, 0x41, 0x41, 0x51, 0x32}, {0x7F, 0x08, 0x08, 0x08, 0x7F}, {0x00, 0x41, 0x7F, 0x41, 0x00},
+    {0x20, 0x40, 0x41, 0x3F, 0x01}, {0x7F, 0x08, 0x14, 0x22, 0x41}, {0x7F, 0x40, 0x40, 0x40, 0x40},
+    {0x7F, 0x02, 0x04, 0x02, 0x7F}, {0x7F, 0x04, 0x08, 0x10, 0x7F}, {0x3E, 0x41, 0x41, 0x41, 0x3E},
+    {0x7F, 0x09, 0x09, 0x09, 0x06}, {0x3E, 0x41, 0x51, 0x21, 0x5E}, {0x7F, 0x09, 0x19, 0x29, 0x46},
+    {0x46, 0x49, 0x49, 0x49, 0x31}, {0x01, 0x01, 0x7F, 0x01, 0x01}, {0x3F, 0x40, 0x40, 0x40, 0x3F},
+    {0x1F, 0x20, 0x40, 0x20, 0x1F}, {0x7F, 0x20, 0x18, 0x20, 0x7F}, {0x63, 0x14, 0x08, 0x14, 0x63},
+    {0x03, 0x04, 0x78, 0x04, 0x03}, {0x61, 0x51, 0x49, 0x45, 0x43}};
+const uint8_t kUnderscore[5] = {0x40, 0x40, 0x40, 0x40, 0x40};
+
+void put(data::Image& im, int x, int y, const uint8_t* c) {
+  if (x < 0 || y < 0 || x >= im.w || y >= im.h) return;
+  uint8_t* p = im.row(y) + 3 * x;
+  p[0] = c[0], p[1] = c[1], p[2] = c[2];
+}
+
+std::string tick(double v, double step) {
+  if (step >= 1) return fmt("%.0f", v);
+  if (step >= 0.1) return fmt("%.1f", v);
+  if (step >= 0.01) return fmt("%.2f", v);
+  return fmt("%.3g", v);
+}
+
+// A "nice" axis step for [lo, hi] with about n ticks.
+double nice_step(double span, int n) {
+  if (!(span > 0)) return 1;
+  double raw = span / n, p = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (raw <= m * p) return m * p;
+  return 10 * p;
+}
+}  // namespace
+
+void fill_rect(data::Image& im, int x0, int y0, int x1, int y1, const uint8_t rgb[3]) {
+  for (int y = std::max(0, y0); y < std::min(im.h, y1); ++y)
+    for (int x = std::max(0, x0); x < std::min(im.w, x1); ++x) put(im, x, y, rgb);
+}
+
+void draw_line(data::Image& im, int x0, int y0, int x1, int y1, const uint8_t rgb[3]) {
+  // Bresenham
+  int dx = std::abs(x1 - x0), sx = x0 < x1 ? 1 : -1, dy = -std::abs(y1 - y0), sy = y0 < y1 ? 1 : -1, err = dx + dy;
+  for (;;) {
+    put(im, x0, y0, rgb);
+    if (x0 == x1 && y0 == y1) break;
+    int e2 = 2 * err;
+    if (e2 >= dy) err += dy, x0 += sx;
+    if (e2 <= dx) err += dx, y0 += sy;
+  }
+}
+
+int text_width(const std::string& s, int scale) { return static_cast<int>(s.size()) * 6 * scale; }
+
+int draw_text(data::Image& im, int x, int y, const std::string& s, const uint8_t rgb[3], int scale) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    int ch = std::toupper(static_cast<unsigned char>(s[i]));
+    const uint8_t* g = ch == '_' ? kUnderscore : (ch >= 0x20 && ch <= 0x5A ? kFont[ch - 0x20] : kFont['?' - 0x20]);
+    for (int col = 0; col < 5; ++col)
+      for (int row = 0; row < 7; ++row)
+        if (g[col] >> row & 1)
+          fill_rect(im, x + (static_cast<int>(i) * 6 + col) * scale, y + row * scale,
+                    x + (static_cast<int>(i) * 6 + col + 1) * scale, y + (row + 1) * scale, rgb);
+  }
+  return text_width(s, scale);
+}
+
+data::Image bar_chart(const std::string& title, const std::string& ylabel, const std::vector<Bar>& bars, double ref) {
+  const int bw = 44, gap = 20, left = 60, right = 20, top = 40, plot_h = 300, bottom = 60;
+  const int n = std::max<int>(1, static_cast<int>(bars.size()));
+  const int W = std::max(left + n * (bw + gap) + right, text_width(title, 1) + 40), H = top + plot_h + bottom;
+  data::Image im(W, H);
+  fill_rect(im, 0, 0, W, H, kWhite);
+  draw_text(im, 10, 12, title, kBlack, 1);
+  double vmax = 0;
+  for (const auto& b : bars) {
+    vmax = std::max(vmax, b.value);
+    for (double p : b.points) vmax = std::max(vmax, p);
+  }
+  vmax = std::max(vmax, ref);
+  const double step = nice_step(vmax, 5);
+  const double ymax = std::max(step, std::ceil(vmax / step) * step);
+  auto Y = [&](double v) { return top + plot_h - static_cast<int>(std::lround(v / ymax * plot_h)); };
+  for (double t = 0; t <= ymax + 1e-9; t += step) {
+    int y = Y(t);
+    draw_line(im, left, y, W - right, y, kLight);
+    std::string lab = tick(t, step);
+    draw_text(im, left - 6 - text_width(lab), y - 3, lab, kBlack, 1);
+  }
+  draw_text(im, 8, top - 14, ylabel, kBlack, 1);
+  for (int i = 0; i < static_cast<int>(bars.size()); ++i) {
+    const auto& b = bars[i];
+    int x0 = left + gap / 2 + i * (bw + gap);
+    fill_rect(im, x0, Y(std::max(0.0, b.value)), x0 + bw, top + plot_h, pal(b.color));
+    std::string v = fmt("%.1f", b.value);
+    draw_text(im, x0 + (bw - text_width(v)) / 2, Y(std::max(0.0, b.value)) - 10, v, kBlack, 1);
+    for (double p : b.points) fill_rect(im, x0 + bw / 2 - 2, Y(p) - 2, x0 + bw / 2 + 3, Y(p) + 3, kBlack);
+    // label under the bar, split in two lines if it is wider than the slot
+    std::string l1 = b.label, l2;
+    if (text_width(l1) > bw + gap - 2 && l1.find('_') != std::string::npos) {
+      l2 = l1.substr(l1.find('_') + 1);
+      l1 = l1.substr(0, l1.find('_'));
+    }
+    draw_text(im, x0 + (bw - text_width(l1)) / 2, top + plot_h + 8, l1, kBlack, 1);
+    if (!l2.empty()) draw_text(im, x0 + (bw - text_width(l2)) / 2, top + plot_h + 18, l2, kBlack, 1);
+  }
+  if (ref >= 0)
+    for (int x = left; x < W - right; x += 8) draw_line(im, x, Y(ref), std::min(x + 4, W - right), Y(ref), kBlack);
+  draw_line(im, left, top, left, top + plot_h, kBlack);
+  draw_line(im, left, top + plot_h, W - right, top + plot_h, kBlack);
+  if (ref >= 0) draw_text(im, left, H - 16, "dashed: baseline student mean AP", kGrey, 1);
+  return im;
+}
+
+data::Image line_chart(const std::string& title, const std::string& xlabel, const std::string& ylabel,
+                       const std::vector<Series>& series) {
+  const int left = 60, top = 40, plot_w = 560, plot_h = 300, legend_w = 110, bottom = 40;
+  const int W = left + plot_w + 20 + legend_w, H = top + plot_h + bottom;
+  data::Image im(W, H);
+  fill_rect(im, 0, 0, W, H, kWhite);
+  draw_text(im, 10, 12, title, kBlack, 1);
+  double xmin = 1e300, xmax = -1e300, ymin = 0, ymax = -1e300;
+  for (const auto& s : series)
+    for (size_t i = 0; i < s.x.size(); ++i)
+      if (std::isfinite(s.y[i])) {
+        xmin = std::min(xmin, s.x[i]), xmax = std::max(xmax, s.x[i]);
+        ymin = std::min(ymin, s.y[i]), ymax = std::max(ymax, s.y[i]);
+      }
+  if (!(xmax > xmin)) xmin = 0, xmax = std::max(1.0, xmax);
+  if (!(ymax > ymin)) ymax = ymin + 1;
+  const double ys = nice_step(ymax - ymin, 5), xs = nice_step(xmax - xmin, 6);
+  ymax = std::ceil(ymax / ys) * ys;
+  ymin = std::floor(ymin / ys) * ys;
+  auto X = [&](double v) { return left + static_cast<int>(std::lround((v - xmin) / (xmax - xmin) * plot_w)); };
+  auto Y = [&](double v) { return top + plot_h - static_cast<int>(std::lround((v - ymin) / (ymax - ymin) * plot_h)); };
+  for (double t = ymin; t <= ymax + 1e-9 * ys; t += ys) {
+    draw_line(im, left, Y(t), left + plot_w, Y(t), kLight);
+    std::string lab = tick(t, ys);
+    draw_text(im, left - 6 - text_width(lab), Y(t) - 3, lab, kBlack, 1);
+  }
+  for (double t = std::ceil(xmin / xs) * xs; t <= xmax + 1e-9 * xs; t += xs) {
+    std::string lab = tick(t, xs);
+    draw_line(im, X(t), top + plot_h, X(t), top + plot_h + 3, kBlack);
+    draw_text(im, X(t) - text_width(lab) / 2, top + plot_h + 6, lab, kBlack, 1);
+  }
+  draw_text(im, left + plot_w / 2 - text_width(xlabel) / 2, top + plot_h + 22, xlabel, kBlack, 1);
+  draw_text(im, 8, top - 14, ylabel, kBlack, 1);
+  for (size_t k = 0; k < series.size(); ++k) {
+    const auto& s = series[k];
+    for (size_t i = 1; i < s.x.size(); ++i) {
+      if (!std::isfinite(s.y[i]) || !std::isfinite(s.y[i - 1])) continue;
+      draw_line(im, X(s.x[i - 1]), Y(s.y[i - 1]), X(s.x[i]), Y(s.y[i]), pal(s.color));
+      draw_line(im, X(s.x[i - 1]), Y(s.y[i - 1]) + 1, X(s.x[i]), Y(s.y[i]) + 1, pal(s.color));
+    }
+    const int ly = top + 4 + static_cast<int>(k) * 14;
+    fill_rect(im, left + plot_w + 20, ly + 2, left + plot_w + 34, ly + 5, pal(s.color));
+    draw_text(im, left + plot_w + 38, ly, s.label, kBlack, 1);
+  }
+  draw_line(im, left, top, left, top + plot_h, kBlack);
+  draw_line(im, left, top + plot_h, left + plot_w, top + plot_h, kBlack);
+  return im;
+}
+
+}  // namespace kdet::study
