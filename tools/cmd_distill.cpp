@@ -115,7 +115,7 @@ int cmd_distill(int argc, char** argv) {
 
   if (!resume.empty()) {
     // MGD's masks are drawn per iteration: continue from the checkpoint's iteration.
-    resume = resolve_resume(resume, nullptr, quiet);  // a work dir: its newest valid checkpoint
+    resume = resolve_resume(resume, nullptr, false);  // a work dir: its newest valid checkpoint
     SafetensorsFile f = load_safetensors(resume);
     auto it = f.metadata.find("iter");
     KDET_CHECK(it != f.metadata.end(), resume, ": no 'iter' in the checkpoint metadata");

@@ -374,7 +374,8 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
   const int64_t max_iters = o.max_iters > 0 ? o.max_iters : o.epochs * per_epoch;
   if (!resume_path.empty()) {
     std::string old_cfg;
-    const std::string resume_file = resolve_resume(resume_path, nullptr, o.quiet);  // a work dir: newest valid
+    // A work dir: its newest valid checkpoint (skipped damaged ones are noted on stderr even when quiet).
+    const std::string resume_file = resolve_resume(resume_path, nullptr, false);
     pos = load_checkpoint(resume_file, model, opt, &old_cfg);
     if (!o.quiet) {
       std::printf("resumed from %s at iteration %lld (epoch %lld, batch %lld)\n", resume_file.c_str(),

@@ -70,11 +70,26 @@ inline bool safetensors_one(const uint8_t* data, size_t size) {
   });
 }
 
-// Inputs with a `base` key are not parsed: `base` reads another file and the fuzzer must not roam the
+// Inputs with a `base = ...` line are not parsed: `base` reads another file and the fuzzer must not roam the
 // file system (base chains are covered by tests/engine/test_hardening.cpp).
+inline bool reads_a_base_file(const std::string& text) {
+  size_t p = 0;
+  while (p < text.size()) {
+    size_t e = text.find('\n', p);
+    if (e == std::string::npos) e = text.size();
+    size_t b = text.find_first_not_of(" \t\r", p);
+    if (b < e && text.compare(b, 4, "base") == 0) {
+      size_t q = text.find_first_not_of(" \t\r", b + 4);
+      if (q < e && text[q] == '=') return true;
+    }
+    p = e + 1;
+  }
+  return false;
+}
+
 inline bool config_one(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  if (text.find("base") != std::string::npos) return false;
+  if (reads_a_base_file(text)) return false;
   return refused_cleanly([&] {
     Config c = Config::parse(text, "fuzz.cfg");
     (void)c.dump();

@@ -175,9 +175,14 @@ TEST_CASE("train: NaN/Inf guard stops naming term, iteration and last good check
 
   // skip: steps 2.. are dropped and counted in the log; with nothing but NaN left the run stops after
   // max_skips_in_a_row skips.
-  const int rc2 = std::system(
-      (base + " train.nonfinite=skip train.max_skips_in_a_row=3 --work-dir " + d + "/skip > " + d + "/skip.out 2>&1")
-          .c_str());
+  // (--set only overrides keys the config has: the skip options go in a child config.)
+  {
+    std::ofstream f(d + "/skip.cfg");
+    f << "base = " << std::filesystem::absolute(kMicroCfg).string() << "\n[train]\nnonfinite = skip\nmax_skips_in_a_row = 3\n";
+  }
+  std::string skip_cmd = base;
+  skip_cmd.replace(skip_cmd.find(kMicroCfg), kMicroCfg.size(), d + "/skip.cfg");
+  const int rc2 = std::system((skip_cmd + " --work-dir " + d + "/skip > " + d + "/skip.out 2>&1").c_str());
   const std::string out2 = hard_slurp(d + "/skip.out"), log = hard_slurp(d + "/skip/log.jsonl");
   CHECK(WEXITSTATUS(rc2) == 1);
   CHECK_MESSAGE(out2.find("after 3 skipped steps in a row") != std::string::npos, out2);
