@@ -203,4 +203,19 @@ sanitize:
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
 	 $(SAN_BUILD)/kdet_tests $(TEST_ARGS)
 
+# CI subset: the engine, ops and data libraries with their tests and the fuzz regression corpus,
+# linked without layers/detectors/distill/tools (about half the sources; no KDET_BIN-driven CLI tests).
+SAN_CI_LIB := $(wildcard engine/*.cpp engine/ops/*.cpp data/*.cpp)
+SAN_CI_TEST := tests/main.cpp tests/fixtures.cpp $(wildcard tests/engine/*.cpp tests/data/*.cpp tests/fuzz/*.cpp)
+.PHONY: sanitize-ci
+sanitize-ci:
+	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SAN=address,undefined OPT="$(SAN_OPT)" $(SAN_BUILD)/kdet_tests_ci
+	@KDET_FIXTURES=$(SAN_BUILD)/fixtures OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+	 $(SAN_BUILD)/kdet_tests_ci $(TEST_ARGS)
+
+$(BUILD)/kdet_tests_ci: $(SAN_CI_TEST:%.cpp=$(BUILD)/obj/%.o) $(SAN_CI_LIB:%.cpp=$(BUILD)/obj/%.o)
+	@echo "  LINK $@"
+	@$(CXX) $^ $(LDFLAGS) $(LDLIBS) -o $@
+
 -include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BINS:$(FUZZ_BUILD)/fuzz_%=$(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.d)
