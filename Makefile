@@ -127,7 +127,7 @@ fixtures:
 TEST_ARGS ?=
 test: check-deps $(BUILD)/kdet $(BUILD)/kdet_tests fixtures
 	@if ls $(BUILD)/fixtures/*.safetensors >/dev/null 2>&1; then export KDET_REQUIRE_FIXTURES=1; fi; \
-	 KDET_FIXTURES=$(BUILD)/fixtures KDET_BIN=$(BUILD)/kdet OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+	 KDET_FIXTURES=$(BUILD)/fixtures KDET_BIN=$(BUILD)/kdet OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} \
 	 $(BUILD)/kdet_tests $(TEST_ARGS)
 
 test-bin: $(BUILD)/kdet_tests
