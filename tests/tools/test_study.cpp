@@ -158,11 +158,12 @@ TEST_CASE("study: same seed -> bit-identical metrics and weights; resume skips f
   CHECK(mtime("mgd_s0") == before);
   CHECK(slurp(a + "/mgd_s0/log.jsonl") == log_before);
 
-  // A finished run whose study_run.json is damaged is redone; the others are not.
+  // A finished run whose study_run.json is damaged is redone (resumed from its final checkpoint, so only
+  // evaluated again); the others are not.
   std::ofstream(a + "/logit_kd_s0/study_run.json") << "{ not json";
   REQUIRE(kdet_run("study " + cfg + " --out " + a, t.path) == 0);
   const std::string out2 = slurp(t.path + "/stdout.txt");
-  CHECK(out2.find("logit_kd  seed 0  running") != std::string::npos);
+  CHECK(out2.find("logit_kd  seed 0  resuming") != std::string::npos);  // from its final checkpoint: evaluated again
   CHECK(out2.find("mgd       seed 0  done earlier") != std::string::npos);
   Run redone, orig;
   REQUIRE(read_run(a + "/logit_kd_s0", &redone));
