@@ -210,6 +210,7 @@ SAN_CI_TEST := tests/main.cpp tests/fixtures.cpp $(wildcard tests/engine/*.cpp t
 .PHONY: sanitize-ci
 sanitize-ci:
 	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SAN=address,undefined OPT="$(SAN_OPT)" $(SAN_BUILD)/kdet_tests_ci
+	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) fixtures
 	@KDET_FIXTURES=$(SAN_BUILD)/fixtures OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
 	 $(SAN_BUILD)/kdet_tests_ci $(TEST_ARGS)
