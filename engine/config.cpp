@@ -55,7 +55,6 @@ bool parse_double(const std::string& s, double& v) {
   return true;
 }
 
-Config parse_into(Config c, const std::string& text, const std::string& origin, int depth);
 
 }  // namespace
 
