@@ -446,6 +446,17 @@ std::vector<RunResult> run_study(const StudyOptions& opts) {
                  " AP): no effect shown beyond seed noise.";
     md += "\n" + verdict + "\n";
   }
+  {
+    // Inheritance (student neck + head initialised from the teacher) is part of a method's config and
+    // helps by itself: say which runs had it, so a gain is not read as the KD loss's alone.
+    std::string inh;
+    for (const auto& m : s.methods) {
+      Config mc = Config::load(s.method_cfg.at(m));
+      if (mc.get_bool("distill.inherit", false)) inh += (inh.empty() ? "" : ", ") + m;
+    }
+    md += "\nKD methods whose student starts with the teacher's neck and head (distill.inherit = true): " +
+          (inh.empty() ? std::string("none") : inh) + ".\n";
+  }
   md += "\nFiles: results.csv, ap_per_method.png, loss_curves.png" + std::string(s.viz ? ", viz_kd/" : "") +
         "; every run's directory (<method>_s<seed>/) holds run.cfg, log.jsonl, metrics.json, stdout.txt.\n";
   write_atomic(s.out + "/results.md", md);
