@@ -24,7 +24,7 @@ namespace kdet {
 
 uint32_t crc32(const void* data, size_t n, uint32_t crc = 0);  // crc32("123456789") == 0xCBF43926
 
-// "crc32:xxxxxxxx" of tensors + the position metadata (see above).
+// "crc32:<8 hex digits>" of tensors + the position metadata (see above).
 std::string checkpoint_checksum(const std::map<std::string, Tensor>& tensors,
                                 const std::map<std::string, std::string>& metadata);
 

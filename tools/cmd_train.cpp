@@ -24,45 +24,20 @@ const char* kTrainUsage =
     "  --set k=v        override a config key (section.key; the key must exist)\n"
     "  --stop-at ITER   checkpoint and stop at iteration ITER (an interruption, e.g. to test resume)\n";
 
-std::string stem(const std::string& p) { return std::filesystem::path(p).stem().string(); }
 }  // namespace
 
 int cmd_train(int argc, char** argv) {
-  std::string cfg_path, resume, work_dir;
-  std::vector<std::string> sets;
-  int64_t stop_at = -1;
-  bool quiet = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      KDET_CHECK(i + 1 < argc, "train: ", a, " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      std::printf("%s", kTrainUsage);
-      return 0;
-    } else if (a == "--resume") resume = val();
-    else if (a == "--work-dir") work_dir = val();
-    else if (a == "--stop-at") stop_at = std::stoll(val());
-    else if (a == "--quiet") quiet = true;
-    else if (a == "--set") {
-      sets.push_back(val());
-      while (i + 1 < argc && argv[i + 1][0] != '-' && std::string(argv[i + 1]).find('=') != std::string::npos)
-        sets.push_back(argv[++i]);
-    } else if (!a.empty() && a[0] == '-') KDET_FAIL("train: unknown option '", a, "'\n", kTrainUsage);
-    else if (cfg_path.empty()) cfg_path = a;
-    else KDET_FAIL("train: unexpected argument '", a, "'\n", kTrainUsage);
+  train::RunArgs args = train::parse_run_args("train", argc, argv, kTrainUsage);
+  if (args.help) {
+    std::printf("%s", kTrainUsage);
+    return 0;
   }
-  KDET_CHECK(!cfg_path.empty(), "train: CONFIG is required\n", kTrainUsage);
-  Config c = Config::load(cfg_path);
-  train::apply_sets(c, sets);
-  if (work_dir.empty()) work_dir = "work_dirs/" + stem(cfg_path);
-  std::filesystem::create_directories(work_dir);
-
-  train::TrainOptions opts = train::TrainOptions::from_config(c);
-  opts.work_dir = work_dir;
-  opts.stop_at = stop_at;
-  opts.quiet = quiet;
+  train::TrainOptions opts;
+  Config c = train::load_run_config(args, opts);
+  const std::string& work_dir = args.work_dir;
+  std::string resume = args.resume;
+  const std::string& cfg_path = args.cfg_path;
+  const bool quiet = args.quiet;
   train::DataSetup d = train::build_data(c, work_dir, true);
   auto model = build_detector(c);
   KDET_CHECK(model->num_classes() == d.train.num_classes(), "train: model.num_classes = ", model->num_classes(),

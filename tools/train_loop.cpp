@@ -567,4 +567,43 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
   return res;
 }
 
+RunArgs parse_run_args(const char* cmd, int argc, char** argv, const char* usage) {
+  RunArgs r;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      KDET_CHECK(i + 1 < argc, cmd, ": ", a, " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      r.help = true;
+      return r;
+    } else if (a == "--resume") r.resume = val();
+    else if (a == "--work-dir") r.work_dir = val();
+    else if (a == "--stop-at") r.stop_at = std::stoll(val());
+    else if (a == "--quiet") r.quiet = true;
+    else if (a == "--set") {
+      r.sets.push_back(val());
+      while (i + 1 < argc && argv[i + 1][0] != '-' && std::string(argv[i + 1]).find('=') != std::string::npos)
+        r.sets.push_back(argv[++i]);
+    } else if (!a.empty() && a[0] == '-') KDET_FAIL(cmd, ": unknown option '", a, "'\n", usage);
+    else if (r.cfg_path.empty()) r.cfg_path = a;
+    else KDET_FAIL(cmd, ": unexpected argument '", a, "'\n", usage);
+  }
+  KDET_CHECK(!r.cfg_path.empty(), cmd, ": CONFIG is required\n", usage);
+  return r;
+}
+
+Config load_run_config(RunArgs& args, TrainOptions& opts) {
+  Config c = Config::load(args.cfg_path);
+  apply_sets(c, args.sets);
+  if (args.work_dir.empty()) args.work_dir = "work_dirs/" + std::filesystem::path(args.cfg_path).stem().string();
+  std::filesystem::create_directories(args.work_dir);
+  opts = TrainOptions::from_config(c);
+  opts.work_dir = args.work_dir;
+  opts.stop_at = args.stop_at;
+  opts.quiet = args.quiet;
+  return c;
+}
+
 }  // namespace kdet::train

@@ -152,4 +152,18 @@ void accept_section(const Config& c, const std::string& section);
 // "key=value" arguments of --set applied to the config (new keys are errors).
 void apply_sets(Config& c, const std::vector<std::string>& sets);
 
+// The command line shared by `kdet train` and `kdet distill`:
+//   CONFIG [--resume CKPT|DIR] [--set key=value ...] [--work-dir DIR] [--stop-at ITER] [--quiet]
+struct RunArgs {
+  std::string cfg_path, resume, work_dir;
+  std::vector<std::string> sets;
+  int64_t stop_at = -1;
+  bool quiet = false;
+  bool help = false;  // --help was given: the caller prints `usage` and exits 0
+};
+RunArgs parse_run_args(const char* cmd, int argc, char** argv, const char* usage);
+// Loads CONFIG, applies --set, defaults the work dir to work_dirs/<config stem> and creates it, and fills
+// opts (TrainOptions::from_config plus work dir, stop-at and quiet).
+Config load_run_config(RunArgs& args, TrainOptions& opts);
+
 }  // namespace kdet::train
