@@ -1,0 +1,207 @@
+// engine/ops/roi_align.cpp — RoIAlign forward and backward (CPU, f32/f64), mmcv / torchvision
+// semantics (see roi_align.h). The arithmetic follows torchvision's CPU kernel term by term (sample
+// positions, weights, summation order) so f32 results match it to rounding.
+#include "engine/ops/roi_align.h"
+
+#include <cmath>
+#include <vector>
+
+#include "engine/backend.h"
+
+namespace kdet {
+
+namespace {
+
+void check_args(const char* op, const Tensor& rois, DType feat_dtype, const RoIAlignArgs& a) {
+  KDET_CHECK(rois.ndim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5] (batch_idx, x1, y1, x2, y2), got ",
+             rois.desc());
+  KDET_CHECK(rois.dtype() == feat_dtype, op, ": rois ", rois.desc(), " must have the features' dtype ",
+             dtype_name(feat_dtype));
+  KDET_CHECK(a.out_h > 0 && a.out_w > 0 && a.sampling_ratio >= 0 && a.spatial_scale > 0, op, ": bad arguments (out ",
+             a.out_h, "x", a.out_w, ", sampling_ratio ", a.sampling_ratio, ", spatial_scale ", a.spatial_scale, ")");
+}
+
+// Bilinear sample of one point: 4 flat plane offsets and weights (weights 0 outside the map).
+template <class T>
+struct Sample {
+  int64_t p1, p2, p3, p4;
+  T w1, w2, w3, w4;
+};
+
+// The sample points of one RoI in (ph, pw, iy, ix) order, plus the per-bin count.
+template <class T>
+struct RoIGeom {
+  int64_t batch = 0, grid_h = 0, grid_w = 0;
+  T count = 1;
+  std::vector<Sample<T>> samples;  // out_h*out_w*grid_h*grid_w
+};
+
+template <class T>
+void roi_geometry(const T* r, int64_t H, int64_t W, const RoIAlignArgs& a, RoIGeom<T>& g) {
+  g.batch = static_cast<int64_t>(r[0]);
+  const T scale = static_cast<T>(a.spatial_scale);
+  const T offset = a.aligned ? T(0.5) : T(0);
+  const T start_w = r[1] * scale - offset, start_h = r[2] * scale - offset;
+  const T end_w = r[3] * scale - offset, end_h = r[4] * scale - offset;
+  T roi_w = end_w - start_w, roi_h = end_h - start_h;
+  if (!a.aligned) {
+    roi_w = std::max(roi_w, T(1));
+    roi_h = std::max(roi_h, T(1));
+  }
+  const T bin_h = roi_h / static_cast<T>(a.out_h), bin_w = roi_w / static_cast<T>(a.out_w);
+  g.grid_h = a.sampling_ratio > 0 ? a.sampling_ratio : static_cast<int64_t>(std::ceil(roi_h / static_cast<T>(a.out_h)));
+  g.grid_w = a.sampling_ratio > 0 ? a.sampling_ratio : static_cast<int64_t>(std::ceil(roi_w / static_cast<T>(a.out_w)));
+  const int64_t gh = std::max<int64_t>(g.grid_h, 0), gw = std::max<int64_t>(g.grid_w, 0);
+  g.count = static_cast<T>(std::max<int64_t>(gh * gw, 1));
+  g.samples.resize(static_cast<size_t>(a.out_h * a.out_w * gh * gw));
+  size_t k = 0;
+  for (int64_t ph = 0; ph < a.out_h; ++ph)
+    for (int64_t pw = 0; pw < a.out_w; ++pw)
+      for (int64_t iy = 0; iy < gh; ++iy) {
+        const T yy = start_h + static_cast<T>(ph) * bin_h +
+                     (static_cast<T>(iy) + T(0.5)) * bin_h / static_cast<T>(gh);
+        for (int64_t ix = 0; ix < gw; ++ix) {
+          const T xx = start_w + static_cast<T>(pw) * bin_w +
+                       (static_cast<T>(ix) + T(0.5)) * bin_w / static_cast<T>(gw);
+          Sample<T>& s = g.samples[k++];
+          T x = xx, y = yy;
+          if (y < T(-1) || y > static_cast<T>(H) || x < T(-1) || x > static_cast<T>(W)) {
+            s = {0, 0, 0, 0, T(0), T(0), T(0), T(0)};
+            continue;
+          }
+          if (y <= 0) y = 0;
+          if (x <= 0) x = 0;
+          int64_t y_low = static_cast<int64_t>(y), x_low = static_cast<int64_t>(x), y_high, x_high;
+          if (y_low >= H - 1) {
+            y_high = y_low = H - 1;
+            y = static_cast<T>(y_low);
+          } else {
+            y_high = y_low + 1;
+          }
+          if (x_low >= W - 1) {
+            x_high = x_low = W - 1;
+            x = static_cast<T>(x_low);
+          } else {
+            x_high = x_low + 1;
+          }
+          const T ly = y - static_cast<T>(y_low), lx = x - static_cast<T>(x_low);
+          const T hy = T(1) - ly, hx = T(1) - lx;
+          s = {y_low * W + x_low, y_low * W + x_high, y_high * W + x_low, y_high * W + x_high,
+               hy * hx, hy * lx, ly * hx, ly * lx};
+        }
+      }
+}
+
+template <class T>
+void validate_batch_indices(const char* op, const T* r, int64_t K, int64_t N) {
+  for (int64_t k = 0; k < K; ++k) {
+    const T b = r[k * 5];
+    KDET_CHECK(b >= 0 && b < static_cast<T>(N) && b == std::floor(b), op, ": RoI ", k, " has batch index ", b,
+               " outside [0, ", N, ")");
+  }
+}
+
+}  // namespace
+
+namespace ops {
+
+Tensor roi_align(const Tensor& feat, const Tensor& rois, const RoIAlignArgs& a) {
+  KDET_CHECK(feat.ndim() == 4, "roi_align: features must be [N, C, H, W], got ", feat.desc());
+  check_args("roi_align", rois, feat.dtype(), a);
+  KDET_CHECK(feat.device() == rois.device(), "roi_align: features ", feat.desc(), " and rois ", rois.desc(),
+             " are on different devices");
+  if (!feat.device().is_cpu()) no_kernel("roi_align", feat.device());  // KDET_CUDA: roi_align_cuda.cu
+  const int64_t N = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), K = rois.size(0);
+  Tensor out = Tensor::zeros({K, C, a.out_h, a.out_w}, feat.dtype());
+  if (K == 0 || C == 0) return out;
+  KDET_CHECK(H > 0 && W > 0, "roi_align: empty feature map ", feat.desc());
+  const Tensor fc = feat.contiguous(), rc = rois.contiguous();
+  dispatch_float(feat.dtype(), "roi_align", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pf = fc.data<T>();
+    const T* pr = rc.data<T>();
+    T* po = out.data<T>();
+    validate_batch_indices("roi_align", pr, K, N);
+    const int64_t PHW = a.out_h * a.out_w;
+#pragma omp parallel for schedule(static) if (K * C * PHW > 4096)
+    for (int64_t k = 0; k < K; ++k) {
+      RoIGeom<T> g;
+      roi_geometry(pr + k * 5, H, W, a, g);
+      const int64_t per_bin = std::max<int64_t>(g.grid_h, 0) * std::max<int64_t>(g.grid_w, 0);
+      for (int64_t c = 0; c < C; ++c) {
+        const T* plane = pf + (g.batch * C + c) * H * W;
+        T* o = po + (k * C + c) * PHW;
+        const Sample<T>* s = g.samples.data();
+        for (int64_t b = 0; b < PHW; ++b) {
+          T v = 0;
+          for (int64_t i = 0; i < per_bin; ++i, ++s)
+            v += s->w1 * plane[s->p1] + s->w2 * plane[s->p2] + s->w3 * plane[s->p3] + s->w4 * plane[s->p4];
+          o[b] = v / g.count;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+Tensor roi_align_backward(const Tensor& grad_out, const Tensor& rois, const Shape& fs, const RoIAlignArgs& a) {
+  KDET_CHECK(fs.ndim() == 4, "roi_align_backward: feature shape must be [N, C, H, W], got ", fs);
+  check_args("roi_align_backward", rois, grad_out.dtype(), a);
+  const int64_t N = fs[0], C = fs[1], H = fs[2], W = fs[3], K = rois.size(0);
+  KDET_CHECK(grad_out.shape() == Shape({K, C, a.out_h, a.out_w}), "roi_align_backward: grad ", grad_out.desc(),
+             " does not match rois ", rois.desc(), " and features ", fs, " (expected [", K, ", ", C, ", ", a.out_h,
+             ", ", a.out_w, "])");
+  if (!grad_out.device().is_cpu()) no_kernel("roi_align_backward", grad_out.device());
+  Tensor gx = Tensor::zeros(fs, grad_out.dtype());
+  if (K == 0 || N * C * H * W == 0) return gx;
+  const Tensor gc = grad_out.contiguous(), rc = rois.contiguous();
+  dispatch_float(grad_out.dtype(), "roi_align_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pg = gc.data<T>();
+    const T* pr = rc.data<T>();
+    T* px = gx.data<T>();
+    validate_batch_indices("roi_align_backward", pr, K, N);
+    // Geometry once per RoI (shared by all channels), then each (image, channel) plane is owned by one
+    // thread, which adds its image's RoIs in input order: deterministic, no atomics.
+    std::vector<RoIGeom<T>> geo(static_cast<size_t>(K));
+#pragma omp parallel for schedule(static) if (K > 16)
+    for (int64_t k = 0; k < K; ++k) roi_geometry(pr + k * 5, H, W, a, geo[k]);
+    std::vector<std::vector<int64_t>> by_image(static_cast<size_t>(N));
+    for (int64_t k = 0; k < K; ++k) by_image[geo[k].batch].push_back(k);
+    const int64_t PHW = a.out_h * a.out_w;
+#pragma omp parallel for schedule(static) if (K * C * PHW > 4096)
+    for (int64_t plane = 0; plane < N * C; ++plane) {
+      const int64_t n = plane / C, c = plane % C;
+      T* gp = px + plane * H * W;
+      for (int64_t k : by_image[n]) {
+        const RoIGeom<T>& g = geo[k];
+        const int64_t per_bin = std::max<int64_t>(g.grid_h, 0) * std::max<int64_t>(g.grid_w, 0);
+        const T* go = pg + (k * C + c) * PHW;
+        const Sample<T>* s = g.samples.data();
+        for (int64_t b = 0; b < PHW; ++b) {
+          const T gb = go[b];
+          for (int64_t i = 0; i < per_bin; ++i, ++s) {
+            if (s->w1 == T(0) && s->w2 == T(0) && s->w3 == T(0) && s->w4 == T(0)) continue;
+            gp[s->p1] += gb * s->w1 / g.count;
+            gp[s->p2] += gb * s->w2 / g.count;
+            gp[s->p3] += gb * s->w3 / g.count;
+            gp[s->p4] += gb * s->w4 / g.count;
+          }
+        }
+      }
+    }
+  });
+  return gx;
+}
+
+}  // namespace ops
+
+Var roi_align(const Var& feat, const Tensor& rois, const RoIAlignArgs& a) {
+  Tensor out = ops::roi_align(feat.data(), rois, a);
+  const Shape fs = feat.shape();
+  return record("roi_align", out, {&feat}, [rois, fs, a](const Tensor& g, Grads& gr) {
+    if (gr.wants(0)) gr.accumulate(0, ops::roi_align_backward(g, rois, fs, a));
+  });
+}
+
+}  // namespace kdet
