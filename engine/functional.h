@@ -5,6 +5,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/compare.h"      // gt/ge/lt/eq..., nonzero, argmax, topk, argsort (no gradient)
 #include "engine/ops/conv2d.h"       // conv2d (stride, padding, dilation, groups)
+#include "engine/ops/deform_conv.h"  // deform_conv2d (deformable conv v1 / modulated v2, mmcv layout)
 #include "engine/ops/elementwise.h"  // + - * / with broadcasting
 #include "engine/ops/index_ops.h"    // index_select, gather, scatter_add
 #include "engine/ops/interpolate.h"  // nearest / bilinear resize
