@@ -8,29 +8,36 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <new>
+#include <stdexcept>
 
 #include "engine/check.h"
 
 namespace kdet::data {
 
 namespace {
-// 8192 x 8192. stb needs up to ~9 bytes per pixel while decoding (GIF: RGBA frame, background and
-// history), + 3 for the Image: ~0.8 GB at the limit; a corrupt header must not ask for more.
-constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
+// kMaxDecodePixels: stb needs up to ~9 bytes per pixel while decoding (GIF: RGBA frame, background
+// and history), + 3 for the Image: ~0.8 GB at the limit; a corrupt header must not ask for more.
 
-// stb_image 2.27 (Debian's libstb) does not check that a JPEG Huffman table (DHT) declares at most
-// 256 codes: stbi__build_huffman then writes past its 257-entry size array into the rest of the
-// decoder state (found by tests/fuzz/fuzz_image; fixed upstream in 2.28). This walks the marker
-// segments the way stb's decoder does (segments by length, entropy-coded data up to the next marker)
-// and reports a DHT with more than 256 codes, so such a file is refused before stb sees it.
-bool jpeg_has_oversized_dht(const uint8_t* d, size_t n) {
+// Two JPEG defects of stb_image 2.27 (Debian's libstb), both found by tests/fuzz/fuzz_image:
+//  - it does not check that a Huffman table (DHT) declares at most 256 codes: stbi__build_huffman
+//    then writes past its 257-entry size array into the rest of the decoder state (fixed in 2.28);
+//  - it does not check that the Huffman tables a scan (SOS) selects were defined: the scan is decoded
+//    with the never-initialised tables of its (malloc'd) decoder, which reads out of bounds or fails
+//    an assertion (abort) in stbi__jpeg_huff_decode. libjpeg refuses such files.
+// This walks the marker segments the way stb's decoder does (segments by length, entropy-coded data
+// up to the next marker) and returns what is wrong ("" when neither), so that such a file is refused
+// before stb sees it.
+std::string jpeg_defect(const uint8_t* d, size_t n) {
   // stb's SOI test: 0xFF, any number of 0xFF fill bytes, 0xD8.
   size_t i = 1;
-  if (n < 2 || d[0] != 0xFF) return false;
+  if (n < 2 || d[0] != 0xFF) return "";
   while (i < n && d[i] == 0xFF) ++i;
-  if (i >= n || d[i] != 0xD8) return false;
+  if (i >= n || d[i] != 0xD8) return "";
   ++i;
   auto at = [&](size_t k) -> unsigned { return k < n ? d[k] : 0; };  // stb reads 0 past the end
+  bool defined[2][4] = {};  // [DC, AC][table id]
+  bool have_sof = false, progressive = false;
   while (i < n) {
     if (d[i] != 0xFF) {
       ++i;
@@ -44,26 +51,71 @@ bool jpeg_has_oversized_dht(const uint8_t* d, size_t n) {
     if (m == 0x00 || (m >= 0xD0 && m <= 0xD7) || m == 0xD8 || m == 0x01) continue;  // stuffing, RSTn, SOI, TEM
     if (m == 0xD9) break;                                                              // EOI: stb stops here
     const size_t len = (at(i) << 8) | at(i + 1);
+    if (m == 0xC0 || m == 0xC1 || m == 0xC2) {  // the SOFs stb decodes
+      have_sof = true;
+      progressive = m == 0xC2;
+    }
     if (m == 0xC4) {
       int64_t left = static_cast<int64_t>(len) - 2;
       size_t p = i + 2;
       while (left > 0) {
         const unsigned q = at(p);
-        if ((q >> 4) > 1 || (q & 15) > 3) return false;  // stb refuses the file here
+        if ((q >> 4) > 1 || (q & 15) > 3) return "";  // stb refuses the file here
         size_t codes = 0;
         for (int k = 1; k <= 16; ++k) codes += at(p + k);
-        if (codes > 256) return true;
+        if (codes > 256) return "a Huffman table declares more than 256 codes";
+        defined[q >> 4][q & 15] = true;
         left -= 17 + static_cast<int64_t>(codes);
         p += 17 + codes;
       }
-      if (left != 0) return false;  // stb refuses an inconsistent DHT length
+      if (left != 0) return "";  // stb refuses an inconsistent DHT length
       i = p;
       continue;
     }
+    if (m == 0xDA && have_sof) {  // SOS: Ns, Ns x (component, DC table << 4 | AC table), Ss, Se, Ah << 4 | Al
+      const unsigned ns = at(i + 2), ss = at(i + 3 + 2 * ns), ah = at(i + 5 + 2 * ns) >> 4;
+      for (unsigned k = 0; k < ns; ++k) {
+        const unsigned sel = at(i + 4 + 2 * k), td = sel >> 4, ta = sel & 15;
+        if (td > 3 || ta > 3) return "";  // stb refuses the file here
+        // What stb decodes with: both tables (sequential); DC of a first DC scan; AC of an AC scan.
+        const bool need_dc = !progressive || (ss == 0 && ah == 0), need_ac = !progressive || ss != 0;
+        if (need_dc && !defined[0][td]) return detail::cat("a scan uses DC Huffman table ", td, ", which is not defined");
+        if (need_ac && !defined[1][ta]) return detail::cat("a scan uses AC Huffman table ", ta, ", which is not defined");
+      }
+    }
     i += len;
+  }
+  return "";
+}
+
+// stb_image 2.27 parses the numbers of a binary PNM header (P5/P6: width, height, maxval) into an
+// int without an overflow check (signed overflow, undefined behaviour; found by
+// tests/fuzz/fuzz_image, fixed upstream in 2.28). This reads the header the way stbi__pnm_info does
+// (whitespace and # comments skipped; a digit is taken only while not at the end of the data; 0 past
+// the end) and reports a number above INT_MAX, so such a file is refused before stb sees it.
+bool pnm_header_overflows(const uint8_t* d, size_t n) {
+  if (n < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) return false;
+  size_t i = 2;
+  auto eof = [&] { return i >= n; };
+  auto get8 = [&]() -> char { return i < n ? static_cast<char>(d[i++]) : 0; };
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; };
+  char c = get8();
+  for (int field = 0; field < 3; ++field) {
+    for (;;) {  // stbi__pnm_skip_whitespace
+      while (!eof() && space(c)) c = get8();
+      if (eof() || c != '#') break;
+      while (!eof() && c != '\n' && c != '\r') c = get8();
+    }
+    int64_t v = 0;  // stbi__pnm_getinteger
+    while (!eof() && c >= '0' && c <= '9') {
+      v = v * 10 + (c - '0');
+      if (v > INT32_MAX) return true;
+      c = get8();
+    }
   }
   return false;
 }
+
 std::vector<uint8_t> read_bytes(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
   KDET_CHECK(f, path, ": cannot open image (", std::strerror(errno), ")");
@@ -76,17 +128,31 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
 }
 }  // namespace
 
-Image decode_image(const uint8_t* data, size_t n, const std::string& name) {
+std::vector<uint8_t> alloc_pixels(int w, int h) {
+  KDET_CHECK(w >= 0 && h >= 0, "image: bad size ", w, "x", h);
+  const size_t n = static_cast<size_t>(w) * static_cast<size_t>(h) * 3;  // < 2^64 for any int w, h
+  try {
+    return std::vector<uint8_t>(n, 0);
+  } catch (const std::bad_alloc&) {
+  } catch (const std::length_error&) {
+  }
+  KDET_FAIL("out of memory: a ", w, "x", h, " RGB image needs ", n, " bytes (", static_cast<double>(n) / double(1 << 30),
+            " GiB)");
+}
+
+Image decode_image(const uint8_t* data, size_t n, const std::string& name, int64_t max_pixels) {
   KDET_CHECK(n > 0, name, ": cannot decode image: empty file");
   KDET_CHECK(n <= static_cast<size_t>(INT32_MAX), name, ": cannot decode image: ", n, " bytes (stb reads < 2 GiB)");
-  KDET_CHECK(!jpeg_has_oversized_dht(data, n), name,
-             ": cannot decode image (corrupt JPEG: a Huffman table declares more than 256 codes)");
+  const std::string jpeg_bad = jpeg_defect(data, n);
+  KDET_CHECK(jpeg_bad.empty(), name, ": cannot decode image (corrupt JPEG: ", jpeg_bad, ")");
+  KDET_CHECK(!pnm_header_overflows(data, n), name,
+             ": cannot decode image (corrupt PNM header: a number above 2147483647)");
   int w = 0, h = 0, c = 0;
   // The header is read first so that a corrupt or hostile size (stb accepts up to 2^24 per side) is
   // refused with a message before stb allocates the pixel buffer.
   if (stbi_info_from_memory(data, static_cast<int>(n), &w, &h, &c))
-    KDET_CHECK(static_cast<int64_t>(w) * h <= kMaxImagePixels, name, ": image ", w, "x", h,
-               " exceeds the limit of ", kMaxImagePixels, " pixels (corrupt header? tile or downscale larger images)");
+    KDET_CHECK(static_cast<int64_t>(w) * h <= max_pixels, name, ": image ", w, "x", h,
+               " exceeds the limit of ", max_pixels, " pixels (corrupt header? tile or downscale larger images)");
   unsigned char* p = stbi_load_from_memory(data, static_cast<int>(n), &w, &h, &c, 3);
   KDET_CHECK(p, name, ": cannot decode image (", stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")");
   std::unique_ptr<unsigned char, void (*)(void*)> owned(p, stbi_image_free);  // freed on every path

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 
+#include "data/image.h"
 #include "engine/allocator.h"
 #include "engine/checkpoint.h"
 #include "engine/config.h"
@@ -78,6 +79,16 @@ TEST_CASE("hardening: Shape::numel and Tensor::empty detect overflow and huge re
   // Shapes whose product overflows even with a zero extent (strides) are refused too.
   CHECK(error_of([] { (void)Tensor::empty({0, int64_t(1) << 40, int64_t(1) << 40}); }).find("overflows") !=
         std::string::npos);
+}
+
+TEST_CASE("hardening: an image too large to allocate is an Error naming its size, not std::bad_alloc") {
+  // 2^22 x 2^22 RGB = 48 TiB: more than any machine's memory + swap and (under ASan) its allocator limit.
+  const std::string e = error_of([] { data::Image im(1 << 22, 1 << 22); });
+  CHECK_MESSAGE(e.find("out of memory: a 4194304x4194304 RGB image needs 52776558133248 bytes") != std::string::npos, e);
+  CHECK(error_of([] { data::Image im(-1, 2); }).find("bad size -1x2") != std::string::npos);
+  data::Image ok(3, 2);
+  CHECK(ok.px.size() == 18);
+  CHECK(ok.px[17] == 0);
 }
 
 TEST_CASE("hardening: crc32 check value and checkpoint checksum") {

@@ -53,11 +53,16 @@ inline bool kitti_one(const uint8_t* data, size_t size) {
   return refused_cleanly([&] { (void)data::parse_kitti_label(text, "000000.txt"); });
 }
 
+// The pixel limit is 2^20 here instead of kMaxDecodePixels (2^26): the same checks run, but an input
+// whose header declares a large canvas costs milliseconds instead of a second (stb allocates and
+// fills the whole canvas), so the fuzzer runs ~10x more inputs. An image returned above the limit
+// (a format whose header stbi_info cannot read but stbi_load can) is a finding.
+constexpr int64_t kFuzzMaxPixels = int64_t(1) << 20;
 inline bool image_one(const uint8_t* data, size_t size) {
   return refused_cleanly([&] {
-    data::Image im = data::decode_image(data, size, "fuzz.img");
-    KDET_CHECK(im.w > 0 && im.h > 0 && im.px.size() == static_cast<size_t>(im.w) * im.h * 3,
-               "fuzz: decode_image returned an inconsistent image");
+    data::Image im = data::decode_image(data, size, "fuzz.img", kFuzzMaxPixels);
+    if (!(im.w > 0 && im.h > 0 && im.px.size() == static_cast<size_t>(im.w) * im.h * 3)) __builtin_trap();
+    if (static_cast<int64_t>(im.w) * im.h > kFuzzMaxPixels) __builtin_trap();
   });
 }
 

@@ -71,4 +71,7 @@ TEST_CASE("fuzz corpus: the image findings are refused with their reason") {
   CHECK(msg("crash-jpeg-dht-overflow").find("Huffman table declares more than 256 codes") != std::string::npos);
   CHECK(msg("crash-zero-height").find("pixels") != std::string::npos);
   CHECK(msg("oom-gif-14649x14649").find("14649x14649 exceeds the limit") != std::string::npos);
+  CHECK(msg("crash-pnm-header-int-overflow").find("corrupt PNM header") != std::string::npos);
+  CHECK(msg("crash-jpeg-scan-undefined-huffman-table").find("AC Huffman table 1, which is not defined") !=
+        std::string::npos);
 }

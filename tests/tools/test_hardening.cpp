@@ -191,3 +191,28 @@ TEST_CASE("train: NaN/Inf guard stops naming term, iteration and last good check
   CHECK_MESSAGE(skips == 3, log);
   CHECK(log.find("\"skipped_steps\":3") != std::string::npos);
 }
+
+TEST_CASE("train: a resize target too large for memory stops with an error naming the size, not a crash") {
+  if (!hard_kbin()) {
+    MESSAGE("KDET_BIN not set: out-of-memory test skipped (make test sets it)");
+    return;
+  }
+  const std::string d = "/tmp/kdet_hard_oom_" + std::to_string(::getpid());
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  struct Cleanup {
+    std::string p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{d};
+  // img_scale 4194304: every 64x64 image is resized to 4194304 x 4194304 pixels = 48 TiB, more than any
+  // machine's memory + swap (the resize's per-row tables stay small: 4194304 entries).
+  const std::string cmd = std::string(hard_kbin()) + " train " + kMicroCfg + " --work-dir " + d +
+                          "/w --quiet --set data.synth_dir=" + d +
+                          "/synth data.synth_train_images=2 train.max_iters=1 train.eval_at_end=false "
+                          "data.img_scale=4194304,4194304 > " + d + "/out 2>&1";
+  const int rc = std::system(cmd.c_str());
+  const std::string out = hard_slurp(d + "/out");
+  CHECK_MESSAGE((WIFEXITED(rc) && WEXITSTATUS(rc) == 1), out);  // kdet::Error, not an abort or "internal error"
+  CHECK_MESSAGE(out.find("out of memory: a 4194304x4194304 RGB image needs 52776558133248 bytes") != std::string::npos,
+                out);
+}
