@@ -149,7 +149,7 @@ demo: probe $(BUILD)/kdet
 
 # ---- hardening (issue 8): `make fuzz` (clang libFuzzer) and `make sanitize` (suite under ASan+UBSan) --
 # make fuzz [FUZZ_TIME=600] [FUZZ_TARGETS="coco kitti image safetensors config"]   (needs clang++)
-# make sanitize [SAN_BUILD=build-san] [TEST_ARGS=-tc="data*"]
+# make sanitize [SAN_BUILD=build-san] [SAN_FIXTURES=build/fixtures] [TEST_ARGS=-tc="data*"]
 # Each target runs FUZZ_TIME seconds on a working corpus in $(FUZZ_BUILD)/corpus/<t>, seeded from the
 # regression inputs in tests/fuzz/corpus/<t>; a crash/leak/timeout stops it and leaves the input in
 # $(FUZZ_BUILD)/artifacts/<t>/ (copy it to tests/fuzz/corpus/<t>/ once fixed). See tests/fuzz/README.md.
@@ -196,10 +196,15 @@ fuzz: fuzz-bin
 # -O1: sanitizer builds compile and run faster than at -O3 and keep usable stack traces.
 SAN_BUILD ?= build-san
 SAN_OPT ?= -O1 -march=native -mtune=generic
+# SAN_FIXTURES: parity fixtures already generated (e.g. by `make test` into build/fixtures); empty:
+# generate them into $(SAN_BUILD)/fixtures.
+SAN_FIXTURES ?=
+SAN_ENV = KDET_FIXTURES=$(or $(SAN_FIXTURES),$(SAN_BUILD)/fixtures) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+          OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive}
 sanitize:
 	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SAN=address,undefined OPT="$(SAN_OPT)" $(SAN_BUILD)/kdet test-bin
-	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) fixtures
-	@KDET_FIXTURES=$(SAN_BUILD)/fixtures KDET_BIN=$(SAN_BUILD)/kdet OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+	@$(if $(SAN_FIXTURES),true,$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) fixtures)
+	@$(SAN_ENV) KDET_BIN=$(SAN_BUILD)/kdet \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
 	 $(SAN_BUILD)/kdet_tests $(TEST_ARGS)
 
@@ -210,8 +215,8 @@ SAN_CI_TEST := tests/main.cpp tests/fixtures.cpp $(wildcard tests/engine/*.cpp t
 .PHONY: sanitize-ci
 sanitize-ci:
 	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) SAN=address,undefined OPT="$(SAN_OPT)" $(SAN_BUILD)/kdet_tests_ci
-	@$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) fixtures
-	@KDET_FIXTURES=$(SAN_BUILD)/fixtures OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+	@$(if $(SAN_FIXTURES),true,$(MAKE) --no-print-directory BUILD=$(SAN_BUILD) fixtures)
+	@$(SAN_ENV) \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
 	 $(SAN_BUILD)/kdet_tests_ci $(TEST_ARGS)
 
