@@ -1,15 +1,23 @@
 #include "detectors/build.h"
 
+#include "detectors/retinanet.h"
 #include "engine/check.h"
 #include "engine/safetensors.h"
 
 namespace kdet {
 
-std::unique_ptr<RetinaNet> build_detector(const Config& c, const std::string& section) {
+const std::vector<std::string>& detector_types() {
+  static const std::vector<std::string> t = {"retinanet"};
+  return t;
+}
+
+std::unique_ptr<Detector> build_detector(const Config& c, const std::string& section) {
   const std::string type = c.get_string(section + ".type", "retinanet");
-  KDET_CHECK(type == "retinanet", "build_detector: ", section, ".type = '", type,
-             "' is not a known detector (known: retinanet)");
-  return std::make_unique<RetinaNet>(RetinaNetConfig::from_config(c, section));
+  // One branch per detector type (keep detector_types() in step).
+  if (type == "retinanet") return std::make_unique<RetinaNet>(RetinaNetConfig::from_config(c, section));
+  std::string known;
+  for (const auto& t : detector_types()) known += (known.empty() ? "" : ", ") + t;
+  KDET_FAIL("build_detector: ", section, ".type = '", type, "' is not a known detector (known: ", known, ")");
 }
 
 void load_detector_weights(Module& m, const std::string& path) {

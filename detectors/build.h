@@ -12,14 +12,19 @@
 #include <memory>
 #include <string>
 
-#include "detectors/retinanet.h"
+#include <vector>
+
+#include "detectors/detector.h"
 #include "engine/config.h"
 
 namespace kdet {
 
-// [section].type must be "retinanet" (the only detector so far; default when absent); the other keys
-// go to RetinaNetConfig::from_config. Weights are NOT initialised (call init_weights or load).
-std::unique_ptr<RetinaNet> build_detector(const Config& c, const std::string& section = "model");
+// [section].type picks the detector (default "retinanet"); the other keys of the section go to that
+// detector's Config::from_config. Known types: see detector_types(). Weights are NOT initialised (call
+// init_weights or load).
+std::unique_ptr<Detector> build_detector(const Config& c, const std::string& section = "model");
+// The `type` values build_detector accepts.
+const std::vector<std::string>& detector_types();
 
 // Keys of a checkpoint that are not model weights (optimizer state) start with this.
 inline constexpr const char* kOptimizerPrefix = "optimizer.";

@@ -23,6 +23,7 @@
 #include "detectors/anchors.h"
 #include "detectors/assigner.h"
 #include "detectors/box_coder.h"
+#include "detectors/detector.h"
 #include "detectors/postprocess.h"
 #include "detectors/types.h"
 #include "layers/conv.h"
@@ -50,13 +51,7 @@ struct RetinaHeadConfig {
 };
 
 // Everything the head produced for a batch, per FPN level (the distillation taps).
-struct RetinaHeadOutputs {
-  std::vector<Var> cls_scores;  // [N, A*C, H_l, W_l] logits
-  std::vector<Var> bbox_preds;  // [N, A*4, H_l, W_l] deltas
-  std::vector<Var> cls_feats;   // [N, F, H_l, W_l] output of the cls tower
-  std::vector<Var> reg_feats;   // [N, F, H_l, W_l] output of the reg tower
-  size_t num_levels() const { return cls_scores.size(); }
-};
+using RetinaHeadOutputs = DenseHeadOutputs;
 
 // Training targets of a batch, flattened in (image, level, y, x, a) order: row = n*M + m.
 struct DenseTargets {

@@ -96,53 +96,46 @@ RetinaNetTaps RetinaNet::forward(const Var& images) {
   return t;
 }
 
-std::map<std::string, Var> RetinaNetTaps::named() const {
-  std::map<std::string, Var> m;
-  for (size_t i = 0; i < backbone.size(); ++i) m["backbone.layer" + std::to_string(i + 1)] = backbone[i];
-  for (size_t i = 0; i < neck.size(); ++i) m["neck.out." + std::to_string(i)] = neck[i];
-  for (size_t i = 0; i < neck_conv.size(); ++i) m["neck.fpn_convs." + std::to_string(i) + ".conv"] = neck_conv[i];
-  for (size_t l = 0; l < head.num_levels(); ++l) {
-    const std::string s = std::to_string(l);
-    m["bbox_head.retina_cls." + s] = head.cls_scores[l];
-    m["bbox_head.retina_reg." + s] = head.bbox_preds[l];
-    if (l < head.cls_feats.size()) m["bbox_head.cls_feat." + s] = head.cls_feats[l];
-    if (l < head.reg_feats.size()) m["bbox_head.reg_feat." + s] = head.reg_feats[l];
-  }
-  return m;
-}
-
 std::vector<Var> RetinaNet::extract_feat(const Var& images) { return neck_->forward(backbone_->forward(images)); }
 
-std::vector<GtInstances> RetinaNet::gt_instances(const data::Batch& batch) {
-  std::vector<GtInstances> out;
-  for (const auto& anns : batch.gts) {
-    std::vector<float> b, ig;
-    std::vector<int64_t> l;
-    for (const auto& a : anns) {
-      if (a.ignore) {
-        ig.insert(ig.end(), {a.x1, a.y1, a.x2, a.y2});
-      } else {
-        b.insert(b.end(), {a.x1, a.y1, a.x2, a.y2});
-        l.push_back(a.label);
-      }
-    }
-    const int64_t g = static_cast<int64_t>(l.size()), k = static_cast<int64_t>(ig.size() / 4);
-    out.push_back({Tensor::from_vector(b, Shape{g, 4}), Tensor::from_vector(l, Shape{g}),
-                   Tensor::from_vector(ig, Shape{k, 4})});
-  }
-  return out;
+int64_t RetinaNet::tap_levels(TapKind k) const {
+  if (k == TapKind::Backbone) return static_cast<int64_t>(cfg_.neck.in_channels.size());
+  return cfg_.neck.num_outs;
 }
 
-std::vector<ImageGeometry> RetinaNet::geometry(const data::Batch& batch) {
-  std::vector<ImageGeometry> out;
-  for (const auto& m : batch.metas) {
-    ImageGeometry g;
-    g.img_h = m.img_h, g.img_w = m.img_w;
-    g.pad_h = m.pad_h, g.pad_w = m.pad_w;
-    g.scale_factor = {m.scale_w, m.scale_h, m.scale_w, m.scale_h};
-    out.push_back(g);
+int64_t RetinaNet::tap_channels(TapKind k, int64_t level) const {
+  KDET_CHECK(level >= 0 && level < tap_levels(k), "tap level ", level, " out of range (the detector has ",
+             tap_levels(k), " levels of this kind)");
+  const int64_t A = head_->num_anchors();
+  switch (k) {
+    case TapKind::Backbone: return cfg_.neck.in_channels[static_cast<size_t>(level)];
+    case TapKind::Neck: return cfg_.neck.out_channels;
+    case TapKind::ClsScore: return A * cfg_.head.num_classes;
+    case TapKind::BboxPred: return A * 4;
+    case TapKind::ClsFeat:
+    case TapKind::RegFeat: return cfg_.head.stacked_convs > 0 ? cfg_.head.feat_channels : cfg_.head.in_channels;
   }
-  return out;
+  return 0;
+}
+
+Tensor RetinaNet::per_image_loss(const data::Batch& b, const DetectorTaps& taps) {
+  NoGradGuard ng;
+  const auto gts = gt_instances(b);
+  const auto geo = geometry(b);
+  const int64_t N = static_cast<int64_t>(b.size());
+  KDET_CHECK(taps.head.num_levels() > 0 && taps.head.cls_scores[0].size(0) == N, "RetinaNet::per_image_loss: taps "
+             "of a batch of ", taps.head.num_levels() ? taps.head.cls_scores[0].size(0) : 0, " images, batch has ", N);
+  std::vector<float> out(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) {
+    RetinaHeadOutputs o;
+    for (const Var& v : taps.head.cls_scores) o.cls_scores.emplace_back(v.data().slice(0, i, i + 1).contiguous());
+    for (const Var& v : taps.head.bbox_preds) o.bbox_preds.emplace_back(v.data().slice(0, i, i + 1).contiguous());
+    LossList l = head_->loss(o, {gts[static_cast<size_t>(i)]}, {geo[static_cast<size_t>(i)]});
+    double s = 0;
+    for (const auto& [n, v] : l) s += v.item();
+    out[static_cast<size_t>(i)] = static_cast<float>(s);
+  }
+  return Tensor::from_vector(out, {N});
 }
 
 LossList RetinaNet::loss(const data::Batch& batch, RetinaNetTaps* taps) {

@@ -16,6 +16,7 @@
 
 #include "data/types.h"
 #include "engine/config.h"
+#include "detectors/detector.h"
 #include "detectors/retina_head.h"
 #include "layers/fpn.h"
 #include "layers/resnet.h"
@@ -46,20 +47,11 @@ struct RetinaNetConfig {
   void sync_channels();
 };
 
-struct RetinaNetTaps {
-  std::vector<Var> backbone;   // C2..C5 (the backbone's out_indices)
-  std::vector<Var> neck;       // P3..P7 (FPN outputs, what the head consumes)
-  std::vector<Var> neck_conv;  // outputs of neck.fpn_convs.{i}.conv (= neck unless the FPN has a norm)
-  RetinaHeadOutputs head;
-  // Every tap under a stable name, for distiller configs:
-  //   backbone.layer{1..4}            backbone stage outputs (out_indices order)
-  //   neck.fpn_convs.{i}.conv         FGD/MGD hook points;   neck.out.{i}   FPN outputs
-  //   bbox_head.cls_feat.{l} / bbox_head.reg_feat.{l}        tower outputs per level
-  //   bbox_head.retina_cls.{l} / bbox_head.retina_reg.{l}    cls logits / box deltas per level
-  std::map<std::string, Var> named() const;
-};
+// forward() fills backbone (C2..C5), neck (P3..P7), neck_conv and head (retina_cls / retina_reg maps
+// and the cls / reg tower outputs); named() spells them bbox_head.retina_cls.{l}, bbox_head.cls_feat.{l} ...
+using RetinaNetTaps = DetectorTaps;
 
-class RetinaNet : public Module {
+class RetinaNet : public Detector {
  public:
   explicit RetinaNet(RetinaNetConfig cfg);
   const char* type_name() const override { return "RetinaNet"; }
@@ -67,20 +59,23 @@ class RetinaNet : public Module {
   ResNet& backbone() { return *backbone_; }
   FPN& neck() { return *neck_; }
   RetinaHead& bbox_head() { return *head_; }
-  int64_t num_classes() const { return cfg_.head.num_classes; }
+  int64_t num_classes() const override { return cfg_.head.num_classes; }
+  std::string arch() const override { return "retinanet"; }
+  Module& backbone_module() override { return *backbone_; }
 
   void init_weights(Generator& g) override;  // backbone Kaiming, FPN Xavier, head Normal(0.01)/prior bias
 
   // images [N, 3, H, W] -> every intermediate (taps).
-  RetinaNetTaps forward(const Var& images);
+  RetinaNetTaps forward(const Var& images) override;
   std::vector<Var> extract_feat(const Var& images);  // FPN outputs
 
-  LossList loss(const data::Batch& batch, RetinaNetTaps* taps = nullptr);
-  std::vector<Detections> predict(const data::Batch& batch, bool rescale = true, RetinaNetTaps* taps = nullptr);
+  LossList loss(const data::Batch& batch, RetinaNetTaps* taps = nullptr) override;
+  std::vector<Detections> predict(const data::Batch& batch, bool rescale = true, RetinaNetTaps* taps = nullptr) override;
 
-  // Batch -> what the head consumes. Ignore-flagged boxes become ignore regions.
-  static std::vector<GtInstances> gt_instances(const data::Batch& batch);
-  static std::vector<ImageGeometry> geometry(const data::Batch& batch);
+  int64_t tap_levels(TapKind k) const override;
+  int64_t tap_channels(TapKind k, int64_t level) const override;
+  // The head's loss on each image's slice of the given head outputs (no second forward pass).
+  Tensor per_image_loss(const data::Batch& batch, const DetectorTaps& taps) override;
 
  private:
   RetinaNetConfig cfg_;

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "detectors/anchors.h"
+#include "detectors/retina_head.h"
 #include "detectors/types.h"
 #include "engine/check.h"
 #include "engine/ops/elementwise.h"
@@ -90,39 +91,11 @@ TapRef parse_tap(const std::string& name) {
   KDET_FAIL("unknown tap '", name, "' (known: ", joined(kinds), ")");
 }
 
-int64_t tap_levels(const RetinaNetConfig& cfg, TapKind k) {
-  if (k == TapKind::Backbone) return static_cast<int64_t>(cfg.neck.in_channels.size());
-  return cfg.neck.num_outs;
-}
-
-int64_t tap_channels(const RetinaNetConfig& cfg, TapKind k, int64_t level) {
-  KDET_CHECK(level >= 0 && level < tap_levels(cfg, k), "tap level ", level, " out of range (the detector has ",
-             tap_levels(cfg, k), " levels of this kind)");
-  const int64_t A = AnchorGenerator(cfg.head.anchors).num_base_anchors();
-  switch (k) {
-    case TapKind::Backbone: return cfg.neck.in_channels[static_cast<size_t>(level)];
-    case TapKind::Neck: return cfg.neck.out_channels;
-    case TapKind::ClsScore: return A * cfg.head.num_classes;
-    case TapKind::BboxPred: return A * 4;
-    case TapKind::ClsFeat:
-    case TapKind::RegFeat: return cfg.head.stacked_convs > 0 ? cfg.head.feat_channels : cfg.head.in_channels;
-  }
-  return 0;
-}
-
-const Var& tap_value(const RetinaNetTaps& t, const TapRef& r) {
-  const std::vector<Var>* v = nullptr;
-  switch (r.kind) {
-    case TapKind::Backbone: v = &t.backbone; break;
-    case TapKind::Neck: v = &t.neck; break;
-    case TapKind::ClsScore: v = &t.head.cls_scores; break;
-    case TapKind::BboxPred: v = &t.head.bbox_preds; break;
-    case TapKind::ClsFeat: v = &t.head.cls_feats; break;
-    case TapKind::RegFeat: v = &t.head.reg_feats; break;
-  }
-  KDET_CHECK(r.level < static_cast<int64_t>(v->size()), "tap '", r.name, "': the forward pass produced ", v->size(),
+const Var& tap_value(const DetectorTaps& t, const TapRef& r) {
+  const std::vector<Var>& v = t.of(r.kind);
+  KDET_CHECK(r.level < static_cast<int64_t>(v.size()), "tap '", r.name, "': the forward pass produced ", v.size(),
              " levels");
-  return (*v)[static_cast<size_t>(r.level)];
+  return v[static_cast<size_t>(r.level)];
 }
 
 // ---- config --------------------------------------------------------------------------------------
@@ -218,17 +191,17 @@ DistillConfig DistillConfig::from_config(const Config& c, const std::string& sec
 
 // ---- Distiller -----------------------------------------------------------------------------------
 
-Distiller::Distiller(std::unique_ptr<RetinaNet> teacher, std::unique_ptr<RetinaNet> student, DistillConfig cfg)
+Distiller::Distiller(std::unique_ptr<Detector> teacher, std::unique_ptr<Detector> student, DistillConfig cfg)
     : teacher_(std::move(teacher)), student_(std::move(student)), cfg_(std::move(cfg)) {
   KDET_CHECK(teacher_ && student_, "Distiller: teacher and student are required");
   KDET_CHECK(teacher_.get() != student_.get(), "Distiller: the teacher and the student must be different objects");
   const char* mname = kd_method_name(cfg_.method);
-  const RetinaNetConfig &sc = student_->config(), &tc = teacher_->config();
+  const Detector &sc = *student_, &tc = *teacher_;
   // Default taps: every FPN level (logit KD: every level's classification logits).
   std::vector<std::string> sn = cfg_.taps;
   if (sn.empty()) {
     const bool logit = cfg_.method == KdMethod::LogitKD;
-    const int64_t L = tap_levels(sc, logit ? TapKind::ClsScore : TapKind::Neck);
+    const int64_t L = sc.tap_levels(logit ? TapKind::ClsScore : TapKind::Neck);
     for (int64_t i = 0; i < L; ++i) sn.push_back((logit ? "cls_score." : "neck.") + std::to_string(i));
   }
   std::vector<std::string> tn = cfg_.teacher_taps.empty() ? sn : cfg_.teacher_taps;
@@ -236,13 +209,13 @@ Distiller::Distiller(std::unique_ptr<RetinaNet> teacher, std::unique_ptr<RetinaN
              " teacher taps");
   for (size_t i = 0; i < sn.size(); ++i) {
     TapRef s = parse_tap(sn[i]), t = parse_tap(tn[i]);
-    KDET_CHECK(s.level < tap_levels(sc, s.kind), "Distiller: student tap '", s.name, "' does not exist (the student has ",
-               tap_levels(sc, s.kind), " levels of that kind)");
-    KDET_CHECK(t.level < tap_levels(tc, t.kind), "Distiller: teacher tap '", t.name, "' does not exist (the teacher has ",
-               tap_levels(tc, t.kind), " levels of that kind)");
+    KDET_CHECK(s.level < sc.tap_levels(s.kind), "Distiller: student tap '", s.name, "' does not exist (the student has ",
+               sc.tap_levels(s.kind), " levels of that kind)");
+    KDET_CHECK(t.level < tc.tap_levels(t.kind), "Distiller: teacher tap '", t.name, "' does not exist (the teacher has ",
+               tc.tap_levels(t.kind), " levels of that kind)");
     s_taps_.push_back(s);
     t_taps_.push_back(t);
-    channels_.emplace_back(tap_channels(sc, s.kind, s.level), tap_channels(tc, t.kind, t.level));
+    channels_.emplace_back(sc.tap_channels(s.kind, s.level), tc.tap_channels(t.kind, t.level));
   }
   cfg_.taps = sn;
   cfg_.teacher_taps = tn;
@@ -291,8 +264,16 @@ Distiller::Distiller(std::unique_ptr<RetinaNet> teacher, std::unique_ptr<RetinaN
 void Distiller::init_kd_weights(Generator& g) { kd_->init_weights(g); }
 
 void Distiller::inherit_from_teacher() {
+  KDET_CHECK(teacher_->arch() == student_->arch(), "inherit: the teacher is a ", teacher_->arch(),
+             ", the student a ", student_->arch(), ": only a detector of the same kind can inherit the neck and heads"
+             " (set inherit = false)");
   const TensorMap ts = teacher_->state_dict(), ss = student_->state_dict();
-  auto inherited = [](const std::string& k) { return k.rfind("neck.", 0) == 0 || k.rfind("bbox_head.", 0) == 0; };
+  const std::vector<std::string> prefixes = student_->inherit_prefixes();
+  auto inherited = [&](const std::string& k) {
+    for (const auto& p : prefixes)
+      if (k.rfind(p, 0) == 0) return true;
+    return false;
+  };
   std::vector<std::string> problems;
   for (const auto& [k, v] : ss) {
     if (!inherited(k)) continue;
@@ -307,7 +288,7 @@ void Distiller::inherit_from_teacher() {
   if (!problems.empty()) {
     std::string s;
     for (const auto& p : problems) s += "\n  " + p;
-    KDET_FAIL("inherit: the teacher's neck and head do not match the student's (", problems.size(), " problems):", s);
+    KDET_FAIL("inherit: the teacher's neck and heads do not match the student's (", problems.size(), " problems):", s);
   }
   for (const auto& [k, v] : ss)
     if (inherited(k)) {
@@ -361,32 +342,19 @@ void Distiller::load_state_dict(const TensorMap& sd) {
   }
 }
 
-RetinaNetTaps Distiller::teacher_forward(const Tensor& images) {
+DetectorTaps Distiller::teacher_forward(const Tensor& images) {
   NoGradGuard ng;
   teacher_->eval();
   return teacher_->forward(Var(images));
 }
 
-Tensor Distiller::teacher_per_image_loss(const data::Batch& b, const RetinaNetTaps& taps) {
+Tensor Distiller::teacher_per_image_loss(const data::Batch& b, const DetectorTaps& taps) {
   NoGradGuard ng;
-  const auto gts = RetinaNet::gt_instances(b);
-  const auto geo = RetinaNet::geometry(b);
-  const int64_t N = static_cast<int64_t>(b.size());
-  std::vector<float> out(static_cast<size_t>(N));
-  for (int64_t i = 0; i < N; ++i) {
-    RetinaHeadOutputs o;
-    for (const Var& v : taps.head.cls_scores) o.cls_scores.emplace_back(v.data().slice(0, i, i + 1).contiguous());
-    for (const Var& v : taps.head.bbox_preds) o.bbox_preds.emplace_back(v.data().slice(0, i, i + 1).contiguous());
-    LossList l = teacher_->bbox_head().loss(o, {gts[static_cast<size_t>(i)]}, {geo[static_cast<size_t>(i)]});
-    double s = 0;
-    for (const auto& [n, v] : l) s += v.item();
-    out[static_cast<size_t>(i)] = static_cast<float>(s);
-  }
-  return Tensor::from_vector(out, {N});
+  return teacher_->per_image_loss(b, taps);
 }
 
 KdResult Distiller::run_kd(const data::Batch& b, const std::vector<Var>& S, const std::vector<Tensor>& T,
-                           const RetinaNetTaps& ttaps, Tensor* teacher_loss, MidSink* mid) {
+                           const DetectorTaps& ttaps, Tensor* teacher_loss, MidSink* mid) {
   switch (cfg_.method) {
     case KdMethod::FitNet: return static_cast<FitNetLoss&>(*kd_).forward(S, T, mid);
     case KdMethod::FGD: {
@@ -424,7 +392,7 @@ KdResult Distiller::run_kd(const data::Batch& b, const std::vector<Var>& S, cons
       return static_cast<AIDLoss&>(*kd_).forward(S, T, lt, mid);
     }
     case KdMethod::LogitKD: {
-      const int64_t K = student_->num_classes();
+      const int64_t K = student_->dense_cls_channels();
       Var s = RetinaHead::flatten_levels(S, K);
       Tensor t;
       {
@@ -443,9 +411,9 @@ KdResult Distiller::run_kd(const data::Batch& b, const std::vector<Var>& S, cons
 }
 
 LossList Distiller::loss(const data::Batch& b, Extra* extra, MidSink* mid) {
-  RetinaNetTaps st;
+  DetectorTaps st;
   LossList losses = student_->loss(b, &st);
-  RetinaNetTaps tt = teacher_forward(b.images);
+  DetectorTaps tt = teacher_forward(b.images);
   std::vector<Var> S;
   std::vector<Tensor> T;
   for (size_t i = 0; i < s_taps_.size(); ++i) {

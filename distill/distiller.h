@@ -32,15 +32,19 @@
 //   batch size (box_ref = pad, mmrazor); MGD its random masks from Generator(seed).fork(step);
 //   logit_kd the sigmoid-BCE form of §8b over every anchor row of all tapped levels, avg_factor =
 //   number of rows (our choice: the spec leaves it to the pipeline), times loss_weight.
-// * inherit_from_teacher() copies every teacher "neck.*" and "bbox_head.*" tensor into the student
-//   (the "inheriting strategy" of FGD/MGD); any missing/extra/mis-shaped key is an error listing all.
+// * inherit_from_teacher() copies every teacher tensor under the student's inherit_prefixes()
+//   ("neck.", "bbox_head." for RetinaNet / RepPoints; "neck.", "rpn_head.", "roi_head." two-stage) into
+//   the student (the "inheriting strategy" of FGD/MGD); teacher and student must be the same kind of
+//   detector; any missing/extra/mis-shaped key is an error listing all.
+// * The teacher and the student may be different detectors (e.g. Cascade R-CNN -> Faster R-CNN) for
+//   every feature-level method; logit_kd needs cls_score taps of equal shape.
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "data/types.h"
-#include "detectors/retinanet.h"
+#include "detectors/detector.h"
 #include "distill/kd_common.h"
 #include "distill/loss_aid.h"
 #include "distill/loss_amd.h"
@@ -63,7 +67,7 @@ KdMethod parse_kd_method(const std::string& name);
 const char* kd_method_name(KdMethod m);
 const std::vector<std::string>& kd_method_names();
 
-enum class TapKind { Backbone, Neck, ClsScore, BboxPred, ClsFeat, RegFeat };
+using kdet::TapKind;  // detectors/detector.h
 struct TapRef {
   TapKind kind = TapKind::Neck;
   int64_t level = 0;
@@ -71,11 +75,8 @@ struct TapRef {
 };
 // "neck.3" -> {Neck, 3}; throws on an unknown kind or a malformed level.
 TapRef parse_tap(const std::string& name);
-// Number of levels and channels of a tap kind in a detector built from cfg.
-int64_t tap_levels(const RetinaNetConfig& cfg, TapKind k);
-int64_t tap_channels(const RetinaNetConfig& cfg, TapKind k, int64_t level);
-// The tapped tensor of a forward pass.
-const Var& tap_value(const RetinaNetTaps& taps, const TapRef& t);
+// The tapped tensor of a forward pass (levels and channels: Detector::tap_levels / tap_channels).
+const Var& tap_value(const DetectorTaps& taps, const TapRef& t);
 
 struct DistillConfig {
   KdMethod method = KdMethod::FGD;
@@ -118,10 +119,10 @@ std::vector<std::string> kd_component_names(KdMethod m);
 
 class Distiller {
  public:
-  Distiller(std::unique_ptr<RetinaNet> teacher, std::unique_ptr<RetinaNet> student, DistillConfig cfg);
+  Distiller(std::unique_ptr<Detector> teacher, std::unique_ptr<Detector> student, DistillConfig cfg);
 
-  RetinaNet& teacher() { return *teacher_; }
-  RetinaNet& student() { return *student_; }
+  Detector& teacher() { return *teacher_; }
+  Detector& student() { return *student_; }
   Module& kd_module() { return *kd_; }
   const DistillConfig& config() const { return cfg_; }
   const std::vector<TapRef>& student_taps() const { return s_taps_; }
@@ -150,13 +151,13 @@ class Distiller {
   void load_state_dict(const TensorMap& sd);
 
   // The teacher's taps for a batch: constants (no graph), computed under a NoGradGuard.
-  RetinaNetTaps teacher_forward(const Tensor& images);
+  DetectorTaps teacher_forward(const Tensor& images);
   // The teacher's own detection loss (loss_cls + loss_bbox) on each image of the batch alone
-  // (per-image avg_factor), no grad: [N] f32 (AID's L_T).
-  Tensor teacher_per_image_loss(const data::Batch& b, const RetinaNetTaps& taps);
+  // (per-image avg_factor), no grad: [N] f32 (AID's L_T) = teacher().per_image_loss.
+  Tensor teacher_per_image_loss(const data::Batch& b, const DetectorTaps& taps);
 
   struct Extra {
-    RetinaNetTaps student_taps, teacher_taps;
+    DetectorTaps student_taps, teacher_taps;
     KdResult kd;
     Tensor teacher_loss;  // AID only
   };
@@ -166,9 +167,9 @@ class Distiller {
 
  private:
   KdResult run_kd(const data::Batch& b, const std::vector<Var>& S, const std::vector<Tensor>& T,
-                  const RetinaNetTaps& ttaps, Tensor* teacher_loss, MidSink* mid);
+                  const DetectorTaps& ttaps, Tensor* teacher_loss, MidSink* mid);
 
-  std::unique_ptr<RetinaNet> teacher_, student_;
+  std::unique_ptr<Detector> teacher_, student_;
   DistillConfig cfg_;
   std::vector<TapRef> s_taps_, t_taps_;
   std::vector<std::pair<int64_t, int64_t>> channels_;

@@ -65,7 +65,7 @@ int cmd_distill(int argc, char** argv) {
   const std::string load_from = c.get_string("train.load_from", "");
   const std::string backbone_from = c.get_string("train.backbone_from", "");
   if (!backbone_from.empty()) {
-    LoadReport r = student->backbone().load(backbone_from, false);
+    LoadReport r = student->backbone_module().load(backbone_from, false);
     if (!quiet)
       std::printf("student backbone weights from %s (%zu missing, %zu unexpected keys ignored)\n",
                   backbone_from.c_str(), r.missing.size(), r.unexpected.size());

@@ -51,9 +51,9 @@ int cmd_train(int argc, char** argv) {
     // them under "backbone.".
     bool prefixed = false;
     for (auto& [k, t] : load_safetensors(backbone_from).tensors) prefixed |= k.rfind("backbone.", 0) == 0;
-    LoadReport r = model->backbone().load(backbone_from, false, prefixed ? "backbone." : "");
-    KDET_CHECK(r.missing.empty(), backbone_from, ": backbone weights incomplete for model.depth = ",
-               model->config().backbone.depth, ":", r.str());
+    LoadReport r = model->backbone_module().load(backbone_from, false, prefixed ? "backbone." : "");
+    KDET_CHECK(r.missing.empty(), backbone_from, ": backbone weights incomplete for the ", model->arch(),
+               " backbone of the config:", r.str());
     if (!quiet)
       std::printf("backbone weights from %s (%zu missing, %zu unexpected keys ignored)\n", backbone_from.c_str(),
                   r.missing.size(), r.unexpected.size());

@@ -263,7 +263,7 @@ int cmd_viz_kd(int argc, char** argv) {
     if (!student_ckpt.empty()) load_detector_weights(*student, student_ckpt);
     kd::DistillConfig dc = kd::DistillConfig::defaults(kd::parse_kd_method(mname));
     dc.teacher_weights = tw;
-    const int64_t L = tap_levels(teacher->config(), kd::TapKind::Neck);
+    const int64_t L = teacher->tap_levels(kd::TapKind::Neck);
     if (dc.method == kd::KdMethod::FBKD || dc.method == kd::KdMethod::AID) {
       // The spec's non-local pooling where the level is big enough, no pooling on small levels.
       auto specs = kd::fbkd_default_nonlocal(static_cast<size_t>(L));

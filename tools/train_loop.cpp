@@ -327,7 +327,7 @@ TrainPosition load_checkpoint(const std::string& path, const Trainable& model, O
 
 // ---- evaluation --------------------------------------------------------------------------------
 
-data::CocoMetrics evaluate_detector(RetinaNet& model, const data::Dataset& ds, const data::LoaderConfig& lc,
+data::CocoMetrics evaluate_detector(Detector& model, const data::Dataset& ds, const data::LoaderConfig& lc,
                                     std::vector<data::Detection>* results, bool quiet) {
   const bool was_training = model.training();
   model.eval();

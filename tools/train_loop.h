@@ -40,7 +40,7 @@
 #include "layers/module.h"
 
 namespace kdet {
-class RetinaNet;
+class Detector;
 }
 
 namespace kdet::train {
@@ -142,7 +142,7 @@ TrainPosition load_checkpoint(const std::string& path, const Trainable& model, O
 
 // ---- evaluation shared by train / eval / distill ------------------------------------------------
 // Runs predict over every image of `ds`, returns COCO metrics; `results` (optional) gets the detections.
-data::CocoMetrics evaluate_detector(RetinaNet& model, const data::Dataset& ds, const data::LoaderConfig& lc,
+data::CocoMetrics evaluate_detector(Detector& model, const data::Dataset& ds, const data::LoaderConfig& lc,
                                     std::vector<data::Detection>* results = nullptr, bool quiet = false);
 
 // Marks every key of `section` as used (eval / infer do not train: they accept the [train] keys of the
