@@ -88,32 +88,39 @@ std::string jpeg_defect(const uint8_t* d, size_t n) {
   return "";
 }
 
-// stb_image 2.27 parses the numbers of a binary PNM header (P5/P6: width, height, maxval) into an
-// int without an overflow check (signed overflow, undefined behaviour; found by
-// tests/fuzz/fuzz_image, fixed upstream in 2.28). This reads the header the way stbi__pnm_info does
-// (whitespace and # comments skipped; a digit is taken only while not at the end of the data; 0 past
-// the end) and reports a number above INT_MAX, so such a file is refused before stb sees it.
-bool pnm_header_overflows(const uint8_t* d, size_t n) {
-  if (n < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) return false;
+// Two PNM defects of stb_image 2.27, both found by tests/fuzz/fuzz_image (fixed upstream in 2.28):
+//  - the numbers of a binary PNM header (P5/P6: width, height, maxval) are parsed into an int without
+//    an overflow check (signed overflow, undefined behaviour);
+//  - 16-bit samples (maxval > 255) are read in the wrong byte order (the low byte is kept), and a
+//    16-bit grayscale file converted to RGB goes through the 8-bit converter, after which stb reads
+//    twice the buffer it allocated (heap overflow).
+// This reads the header the way stbi__pnm_info does (whitespace and # comments skipped; a digit is
+// taken only while not at the end of the data; 0 past the end) and returns what is wrong ("" when
+// neither), so that such a file is refused before stb sees it.
+std::string pnm_defect(const uint8_t* d, size_t n) {
+  if (n < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) return "";
   size_t i = 2;
   auto eof = [&] { return i >= n; };
   auto get8 = [&]() -> char { return i < n ? static_cast<char>(d[i++]) : 0; };
   auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; };
   char c = get8();
-  for (int field = 0; field < 3; ++field) {
+  int64_t v = 0;
+  for (int field = 0; field < 3; ++field) {  // width, height, maxval
     for (;;) {  // stbi__pnm_skip_whitespace
       while (!eof() && space(c)) c = get8();
       if (eof() || c != '#') break;
       while (!eof() && c != '\n' && c != '\r') c = get8();
     }
-    int64_t v = 0;  // stbi__pnm_getinteger
+    v = 0;  // stbi__pnm_getinteger
     while (!eof() && c >= '0' && c <= '9') {
       v = v * 10 + (c - '0');
-      if (v > INT32_MAX) return true;
+      if (v > INT32_MAX) return "corrupt PNM header: a number above 2147483647";
       c = get8();
     }
   }
-  return false;
+  if (v > 255 && v <= 65535)  // stb refuses larger ones itself
+    return detail::cat("16-bit PNM (maxval ", v, ") is not supported: stb_image 2.27 decodes it wrongly; convert it to 8 bits");
+  return "";
 }
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
@@ -145,8 +152,8 @@ Image decode_image(const uint8_t* data, size_t n, const std::string& name, int64
   KDET_CHECK(n <= static_cast<size_t>(INT32_MAX), name, ": cannot decode image: ", n, " bytes (stb reads < 2 GiB)");
   const std::string jpeg_bad = jpeg_defect(data, n);
   KDET_CHECK(jpeg_bad.empty(), name, ": cannot decode image (corrupt JPEG: ", jpeg_bad, ")");
-  KDET_CHECK(!pnm_header_overflows(data, n), name,
-             ": cannot decode image (corrupt PNM header: a number above 2147483647)");
+  const std::string pnm_bad = pnm_defect(data, n);
+  KDET_CHECK(pnm_bad.empty(), name, ": cannot decode image (", pnm_bad, ")");
   int w = 0, h = 0, c = 0;
   // The header is read first so that a corrupt or hostile size (stb accepts up to 2^24 per side) is
   // refused with a message before stb allocates the pixel buffer.

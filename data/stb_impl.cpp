@@ -6,6 +6,20 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #endif
+#include <cstdlib>
+#include <cstring>
+// Every buffer stb_image allocates starts zeroed. stb 2.27 leaves the pixels a truncated file does not
+// have (PNM, TGA rows; JPEG components no scan covers) as they come from malloc: the same file then
+// decodes to different, uninitialised pixels from run to run (found by tests/fuzz/fuzz_image). Zeroed,
+// they are black, every time.
+static void* kdet_stbi_realloc_zeroed(void* p, size_t old_size, size_t new_size) {
+  void* q = std::realloc(p, new_size);
+  if (q && new_size > old_size) std::memset(static_cast<char*>(q) + old_size, 0, new_size - old_size);
+  return q;
+}
+#define STBI_MALLOC(sz) std::calloc(1, sz)
+#define STBI_REALLOC_SIZED(p, oldsz, newsz) kdet_stbi_realloc_zeroed(p, oldsz, newsz)
+#define STBI_FREE(p) std::free(p)
 #define STB_IMAGE_IMPLEMENTATION
 #include <stb/stb_image.h>
 #define STB_IMAGE_WRITE_IMPLEMENTATION
