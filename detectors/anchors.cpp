@@ -100,4 +100,36 @@ Tensor AnchorGenerator::valid_flags(int level, int64_t feat_h, int64_t feat_w, i
   return out;
 }
 
+std::vector<int64_t> AnchorGenerator::usable_indices(const std::vector<std::pair<int64_t, int64_t>>& sizes,
+                                                     const Tensor& anchors, int64_t img_h, int64_t img_w,
+                                                     int64_t pad_h, int64_t pad_w, int64_t allowed_border) const {
+  KDET_CHECK(static_cast<int>(sizes.size()) == num_levels(), "AnchorGenerator::usable_indices: ", sizes.size(),
+             " feature sizes for ", num_levels(), " levels");
+  const Tensor ac = anchors.to(DType::F32).contiguous();
+  const float* pa = ac.data<float>();
+  std::vector<int64_t> inside;
+  int64_t base = 0;
+  for (int l = 0; l < num_levels(); ++l) {
+    const auto [fh, fw] = sizes[l];
+    const int64_t s = stride(l);
+    Tensor v = valid_flags(l, fh, fw, pad_h > 0 ? pad_h : fh * s, pad_w > 0 ? pad_w : fw * s);
+    const bool* pv = v.data<bool>();
+    KDET_CHECK(base + v.numel() <= ac.size(0), "AnchorGenerator::usable_indices: ", ac.desc(),
+               " anchors for feature sizes of more");
+    for (int64_t i = 0; i < v.numel(); ++i) {
+      if (!pv[i]) continue;
+      const int64_t m = base + i;
+      if (allowed_border >= 0) {
+        const float b = static_cast<float>(allowed_border);
+        const float* a = pa + m * 4;
+        if (!(a[0] >= -b && a[1] >= -b && a[2] < static_cast<float>(img_w) + b && a[3] < static_cast<float>(img_h) + b))
+          continue;
+      }
+      inside.push_back(m);
+    }
+    base += v.numel();
+  }
+  return inside;
+}
+
 }  // namespace kdet

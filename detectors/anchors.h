@@ -46,6 +46,13 @@ class AnchorGenerator {
   std::vector<Tensor> grid_priors(const std::vector<std::pair<int64_t, int64_t>>& feat_sizes) const;
   // Bool [H*W*A]: anchors of cells inside [0, min(ceil(pad_h/s), H)) x [0, min(ceil(pad_w/s), W)).
   Tensor valid_flags(int level, int64_t feat_h, int64_t feat_w, int64_t pad_h, int64_t pad_w) const;
+  // Indices into the concatenated anchors of all levels (`anchors` = concat(grid_priors(feat_sizes)))
+  // of those valid for the image's pad shape (pad_h/pad_w <= 0: the whole feature map) and, when
+  // allowed_border >= 0, inside the image (mmdet anchor_inside_flags: x1 >= -b, y1 >= -b,
+  // x2 < img_w + b, y2 < img_h + b). Ascending.
+  std::vector<int64_t> usable_indices(const std::vector<std::pair<int64_t, int64_t>>& feat_sizes,
+                                      const Tensor& anchors, int64_t img_h, int64_t img_w, int64_t pad_h,
+                                      int64_t pad_w, int64_t allowed_border) const;
 
  private:
   AnchorGeneratorConfig cfg_;

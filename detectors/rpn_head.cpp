@@ -48,40 +48,6 @@ DenseHeadOutputs RPNHead::forward(const std::vector<Var>& feats) {
   return o;
 }
 
-namespace {
-
-// Indices (into the concatenated anchors of all levels) of the anchors valid for the image's pad_shape
-// and, when allowed_border >= 0, inside img_shape (mmdet anchor_inside_flags).
-std::vector<int64_t> usable_anchors(const AnchorGenerator& gen, const std::vector<std::pair<int64_t, int64_t>>& sizes,
-                                    const Tensor& anchors, const ImageGeometry& g, int64_t allowed_border) {
-  std::vector<int64_t> inside;
-  const float* pa = anchors.data<float>();
-  int64_t base = 0;
-  for (int l = 0; l < gen.num_levels(); ++l) {
-    const auto [fh, fw] = sizes[l];
-    const int64_t s = gen.stride(l);
-    const int64_t ph = g.pad_h > 0 ? g.pad_h : fh * s, pw = g.pad_w > 0 ? g.pad_w : fw * s;
-    Tensor v = gen.valid_flags(l, fh, fw, ph, pw);
-    const bool* pv = v.data<bool>();
-    for (int64_t i = 0; i < v.numel(); ++i) {
-      if (!pv[i]) continue;
-      const int64_t m = base + i;
-      if (allowed_border >= 0) {
-        const float b = static_cast<float>(allowed_border);
-        const float* a = pa + m * 4;
-        if (!(a[0] >= -b && a[1] >= -b && a[2] < static_cast<float>(g.img_w) + b &&
-              a[3] < static_cast<float>(g.img_h) + b))
-          continue;
-      }
-      inside.push_back(m);
-    }
-    base += v.numel();
-  }
-  return inside;
-}
-
-}  // namespace
-
 DenseTargets RPNHead::get_targets(const std::vector<std::pair<int64_t, int64_t>>& feat_sizes,
                                   const std::vector<GtInstances>& gts, const std::vector<ImageGeometry>& geo,
                                   Generator& gen) const {
@@ -103,7 +69,9 @@ DenseTargets RPNHead::get_targets(const std::vector<std::pair<int64_t, int64_t>>
   std::vector<float> pos_gt, pos_anc;
   double sum_neg = 0;
   for (int64_t n = 0; n < N; ++n) {
-    const std::vector<int64_t> inside = usable_anchors(anchors_, feat_sizes, t.anchors, geo[n], cfg_.allowed_border);
+    const ImageGeometry& gm = geo[n];
+    const std::vector<int64_t> inside =
+        anchors_.usable_indices(feat_sizes, t.anchors, gm.img_h, gm.img_w, gm.pad_h, gm.pad_w, cfg_.allowed_border);
     const GtInstances& gt = gts[n];
     Tensor gboxes = gt.boxes.defined() ? gt.boxes.to(DType::F32).contiguous() : Tensor::zeros({0, 4});
     KDET_CHECK(gboxes.ndim() == 2 && gboxes.size(1) == 4, "RPNHead::get_targets: image ", n, " has boxes ",
