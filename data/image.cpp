@@ -147,6 +147,8 @@ std::vector<uint8_t> alloc_pixels(int w, int h) {
             " GiB)");
 }
 
+void stbi_clear_failure_reason();  // data/stb_impl.cpp
+
 Image decode_image(const uint8_t* data, size_t n, const std::string& name, int64_t max_pixels) {
   KDET_CHECK(n > 0, name, ": cannot decode image: empty file");
   KDET_CHECK(n <= static_cast<size_t>(INT32_MAX), name, ": cannot decode image: ", n, " bytes (stb reads < 2 GiB)");
@@ -160,8 +162,10 @@ Image decode_image(const uint8_t* data, size_t n, const std::string& name, int64
   if (stbi_info_from_memory(data, static_cast<int>(n), &w, &h, &c))
     KDET_CHECK(static_cast<int64_t>(w) * h <= max_pixels, name, ": image ", w, "x", h,
                " exceeds the limit of ", max_pixels, " pixels (corrupt header? tile or downscale larger images)");
+  stbi_clear_failure_reason();
   unsigned char* p = stbi_load_from_memory(data, static_cast<int>(n), &w, &h, &c, 3);
-  KDET_CHECK(p, name, ": cannot decode image (", stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")");
+  const char* why = stbi_failure_reason();
+  KDET_CHECK(p, name, ": cannot decode image (", why && *why ? why : "corrupt or unsupported file", ")");
   std::unique_ptr<unsigned char, void (*)(void*)> owned(p, stbi_image_free);  // freed on every path
   // stb accepts some headers that declare a 0-pixel side (e.g. a GIF): not an image we can train on.
   KDET_CHECK(w > 0 && h > 0, name, ": cannot decode image: it is ", w, "x", h, " pixels");
@@ -179,9 +183,11 @@ void image_size(const std::string& path, int& w, int& h) {
   FILE* f = std::fopen(path.c_str(), "rb");
   KDET_CHECK(f, path, ": cannot open image (", std::strerror(errno), ")");
   int c = 0;
+  stbi_clear_failure_reason();
   int ok = stbi_info_from_file(f, &w, &h, &c);
   std::fclose(f);
-  KDET_CHECK(ok, path, ": cannot read image header (", stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")");
+  const char* why = stbi_failure_reason();
+  KDET_CHECK(ok, path, ": cannot read image header (", why && *why ? why : "corrupt or unsupported file", ")");
 }
 
 std::vector<uint8_t> encode_png(const Image& im) {

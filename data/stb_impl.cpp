@@ -20,8 +20,20 @@ static void* kdet_stbi_realloc_zeroed(void* p, size_t old_size, size_t new_size)
 #define STBI_MALLOC(sz) std::calloc(1, sz)
 #define STBI_REALLOC_SIZED(p, oldsz, newsz) kdet_stbi_realloc_zeroed(p, oldsz, newsz)
 #define STBI_FREE(p) std::free(p)
+// stb 2.27 (and later versions) copies zero bytes to a null buffer for a PNG whose first IDAT chunk is
+// empty: memcpy(NULL, src, 0), undefined behaviour (UBSan: nonnull), harmless in practice (found by
+// tests/fuzz/fuzz_image). stb_image's own memcpy calls go through this instead.
+static void* kdet_stbi_memcpy(void* dst, const void* src, size_t n) { return n ? std::memcpy(dst, src, n) : dst; }
+#define memcpy kdet_stbi_memcpy
 #define STB_IMAGE_IMPLEMENTATION
 #include <stb/stb_image.h>
+#undef memcpy
+
+namespace kdet::data {
+// Some of stb's failure paths return without setting a reason (or leave "" from probing other formats):
+// data/image.cpp clears it before each decode so that it never reports an unrelated, older reason.
+void stbi_clear_failure_reason() { stbi__g_failure_reason = nullptr; }
+}  // namespace kdet::data
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
 #if defined(__GNUC__)
