@@ -14,14 +14,22 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
+#include <vector>
 
+#include "data/image.h"
+#include "data/loader.h"
 #include "engine/checkpoint.h"
+#include "engine/functional.h"
+#include "engine/optim.h"
 #include "engine/safetensors.h"
+#include "tools/train_loop.h"
 
 using namespace kdet;
 
@@ -215,4 +223,122 @@ TEST_CASE("train: a resize target too large for memory stops with an error namin
   CHECK_MESSAGE((WIFEXITED(rc) && WEXITSTATUS(rc) == 1), out);  // kdet::Error, not an abort or "internal error"
   CHECK_MESSAGE(out.find("out of memory: a 4194304x4194304 RGB image needs 52776558133248 bytes") != std::string::npos,
                 out);
+}
+
+namespace {
+
+// run_training on a 4-weight "model" whose loss ignores the batch (mean(w^2)); `inject(call)` returns
+// what the loss callback does on its call-th call (1-based): 0 finite, 1 a NaN loss term, 2 a finite
+// loss whose gradient is NaN. Returns the result; `w_out` receives the final weights.
+train::TrainResult nan_run(const std::string& work, bool skip, const std::function<int(int)>& inject,
+                           std::vector<float>* w_out) {
+  const std::string img_dir = work + "_img";
+  std::filesystem::create_directories(img_dir);
+  data::Dataset ds;
+  ds.source = "nan_run";
+  ds.image_root = img_dir;
+  ds.categories.push_back({1, "a", ""});
+  for (int i = 0; i < 2; ++i) {
+    data::Image im(32, 32);
+    data::write_png(img_dir + "/" + std::to_string(i) + ".png", im);
+    data::ImageRecord r;
+    r.id = i + 1;
+    r.file = std::to_string(i) + ".png";
+    r.width = r.height = 32;
+    ds.images.push_back(r);
+  }
+  ds.reindex();
+  data::LoaderConfig lc;
+  lc.transform.scale_long = lc.transform.scale_short = 32;
+  lc.batch_size = 1;
+  lc.workers = 0;
+  data::Loader loader(ds, lc);
+
+  Var w(Tensor::full({4}, 0.5f), true);
+  SGD opt({{"w", w}}, 0.1, 0.9);
+  LRSchedule sched;
+  sched.policy = LRPolicy::Constant;
+  sched.by_epoch = false;
+  sched.warmup = LRWarmup::None;
+  sched.base_lr = 0.1;
+  train::Trainable model;
+  model.state = [&] { return TensorMap{{"w", w.data()}}; };
+  model.load_state = [&](const TensorMap& sd) { w.data().copy_(sd.at("w")); };
+  model.set_train = [](bool) {};
+  int calls = 0;
+  auto loss_fn = [&](const data::Batch&) -> LossList {
+    const int what = inject(++calls);
+    Var l = mean(w * w);
+    if (what == 1) l = mean(w * w * Var(Tensor::full({4}, std::nanf(""))));
+    if (what == 2) l = l + sum(sqrt(w - w));  // value 0, gradient inf - inf = NaN
+    return {{"loss_a", l}};
+  };
+  train::TrainOptions o;
+  o.max_iters = 6;
+  o.log_interval = 1;
+  o.checkpoint_interval = 1;
+  o.eval_at_end = false;
+  o.work_dir = work;
+  o.quiet = true;
+  o.skip_nonfinite = skip;
+  train::TrainResult r = train::run_training(o, "cfg", loader, opt, sched, model, loss_fn, nullptr);
+  if (w_out) *w_out = w.data().to_vector<float>();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("train loop: a NaN step is skipped without touching weights or optimizer state, counted, and training goes on") {
+  const std::string d = "/tmp/kdet_hard_skip_" + std::to_string(::getpid());
+  std::filesystem::remove_all(d);
+  struct Cleanup {
+    std::string p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{d};
+  std::vector<float> w_clean, w_skip;
+  train::TrainResult clean = nan_run(d + "/clean", true, [](int) { return 0; }, &w_clean);
+  CHECK(clean.skipped_steps == 0);
+  CHECK(clean.pos.iter == 6);
+  // Call 3: NaN loss; call 5: NaN gradient. Both skipped; 6 updates from 8 calls.
+  train::TrainResult r = nan_run(d + "/skip", true, [](int c) { return c == 3 ? 1 : c == 5 ? 2 : 0; }, &w_skip);
+  CHECK(r.skipped_steps == 2);
+  CHECK(r.pos.iter == 6);
+  // The loss ignores the batch: 6 clean updates give the same weights bit for bit only if the skipped
+  // steps left no trace (no update, no NaN gradient or momentum carried into the next step).
+  CHECK(w_skip == w_clean);
+  CHECK(std::isfinite(w_skip[0]));
+  CHECK(w_skip[0] != 0.5f);
+  const std::string log = hard_slurp(d + "/skip/log.jsonl");
+  const size_t s1 = log.find("\"mode\":\"skip\"");
+  REQUIRE(s1 != std::string::npos);
+  const size_t s2 = log.find("\"mode\":\"skip\"", s1 + 1);
+  REQUIRE(s2 != std::string::npos);
+  CHECK(log.find("\"mode\":\"skip\"", s2 + 1) == std::string::npos);
+  auto line_at = [&](size_t p) {
+    const size_t b = log.rfind('\n', p) == std::string::npos ? 0 : log.rfind('\n', p) + 1;
+    return log.substr(b, log.find('\n', p) - b);
+  };
+  const std::string line1 = line_at(s1), line2 = line_at(s2);
+  CHECK_MESSAGE(line1.find("\"iter\":3") != std::string::npos, line1);
+  CHECK_MESSAGE(line1.find("loss 'loss_a' is ") != std::string::npos, line1);
+  CHECK_MESSAGE(line1.find("\"skipped_steps\":1") != std::string::npos, line1);
+  CHECK_MESSAGE(line2.find("\"iter\":4") != std::string::npos, line2);
+  CHECK_MESSAGE(line2.find("gradient of 'w' is not finite") != std::string::npos, line2);
+  CHECK_MESSAGE(line2.find("\"skipped_steps\":2") != std::string::npos, line2);
+
+  // nonfinite = stop: the error names the term (or parameter), the iteration and the checkpoint to resume from.
+  auto stop_error = [&](const std::string& work, int kind) {
+    try {
+      nan_run(work, false, [kind](int c) { return c == 3 ? kind : 0; }, nullptr);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string e1 = stop_error(d + "/stop_loss", 1), e2 = stop_error(d + "/stop_grad", 2);
+  CHECK_MESSAGE(e1.find("train: loss 'loss_a' is ") != std::string::npos, e1);
+  CHECK_MESSAGE(e1.find("at iteration 3") != std::string::npos, e1);
+  CHECK_MESSAGE(e1.find("Last good checkpoint: " + d + "/stop_loss/iter_2.safetensors") != std::string::npos, e1);
+  CHECK_MESSAGE(e2.find("train: gradient of 'w' is not finite at iteration 3") != std::string::npos, e2);
+  CHECK_MESSAGE(e2.find("Last good checkpoint: " + d + "/stop_grad/iter_2.safetensors") != std::string::npos, e2);
 }
