@@ -1,13 +1,14 @@
 #include "detectors/build.h"
 
 #include "detectors/retinanet.h"
+#include "detectors/two_stage.h"
 #include "engine/check.h"
 #include "engine/safetensors.h"
 
 namespace kdet {
 
 const std::vector<std::string>& detector_types() {
-  static const std::vector<std::string> t = {"retinanet"};
+  static const std::vector<std::string> t = {"retinanet", "faster_rcnn", "cascade_rcnn"};
   return t;
 }
 
@@ -15,6 +16,8 @@ std::unique_ptr<Detector> build_detector(const Config& c, const std::string& sec
   const std::string type = c.get_string(section + ".type", "retinanet");
   // One branch per detector type (keep detector_types() in step).
   if (type == "retinanet") return std::make_unique<RetinaNet>(RetinaNetConfig::from_config(c, section));
+  if (type == "faster_rcnn") return std::make_unique<FasterRCNN>(TwoStageConfig::from_config(c, section));
+  if (type == "cascade_rcnn") return std::make_unique<CascadeRCNN>(TwoStageConfig::from_config(c, section));
   std::string known;
   for (const auto& t : detector_types()) known += (known.empty() ? "" : ", ") + t;
   KDET_FAIL("build_detector: ", section, ".type = '", type, "' is not a known detector (known: ", known, ")");
