@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 #include "detectors/nms.h"
@@ -28,23 +29,22 @@ Tensor dense_to_rows(const Tensor& map_in, int64_t k) {
   return out;
 }
 
-Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::vector<Tensor>& bbox_preds,
-                             const std::vector<Tensor>& priors, int64_t C, const DeltaXYWHBBoxCoder& coder,
-                             const ImageGeometry& geo, const DenseTestConfig& cfg) {
-  KDET_CHECK(cls_logits.size() == bbox_preds.size() && cls_logits.size() == priors.size(),
-             "dense_postprocess: ", cls_logits.size(), " cls maps, ", bbox_preds.size(), " box maps, ",
-             priors.size(), " prior sets");
-  const std::pair<int64_t, int64_t> max_shape{geo.img_h, geo.img_w};
+namespace {
+
+// decode(level, rows) -> f32 [rows.size(), 4] boxes of those rows of the level, clipped to img_shape.
+using RowDecoder = std::function<Tensor(size_t, const std::vector<int64_t>&)>;
+
+// The selection / rescale / NMS of dense_postprocess, boxes of the selected rows from `decode`.
+Detections postprocess_rows(const std::vector<Tensor>& cls_logits, const std::vector<int64_t>& box_rows, int64_t C,
+                            const ImageGeometry& geo, const DenseTestConfig& cfg, const RowDecoder& decode) {
   std::vector<float> all_boxes, all_scores;  // variant a: [M,4],[M]; variant b: [M,4],[M,C]
   std::vector<int64_t> all_labels;
   for (size_t l = 0; l < cls_logits.size(); ++l) {
     Tensor logits = dense_to_rows(cls_logits[l], C);
-    Tensor deltas = dense_to_rows(bbox_preds[l], 4);
     const int64_t n = logits.size(0);
-    KDET_CHECK(deltas.size(0) == n && priors[l].size(0) == n, "dense_postprocess: level ", l, " has ", n,
-               " score rows, ", deltas.size(0), " box rows and ", priors[l].size(0), " priors");
+    KDET_CHECK(box_rows[l] == n, "dense_postprocess: level ", l, " has ", n, " score rows and ", box_rows[l],
+               " box rows");
     const float* pl = logits.data<float>();
-    Tensor pri = priors[l].to(DType::F32).contiguous();
     std::vector<float> sc;  // legacy: all scores [n, C]
     if (cfg.legacy) {
       sc.resize(n * C);
@@ -73,17 +73,14 @@ Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::v
       if (k < k_all) std::nth_element(order.begin(), order.begin() + k, order.end(), better);
       std::sort(order.begin(), order.begin() + k, better);
       if (k == 0) continue;
-      Tensor kp = Tensor::empty({k, 4}), kd = Tensor::empty({k, 4});
-      const float* pp = pri.data<float>();
-      const float* pd = deltas.data<float>();
+      std::vector<int64_t> rows(k);
       for (int64_t j = 0; j < k; ++j) {
-        const int64_t idx = cand[order[j]], row = idx / C;
-        std::copy(pp + row * 4, pp + row * 4 + 4, kp.data<float>() + j * 4);
-        std::copy(pd + row * 4, pd + row * 4 + 4, kd.data<float>() + j * 4);
+        const int64_t idx = cand[order[j]];
+        rows[j] = idx / C;
         all_scores.push_back(cs[order[j]]);
         all_labels.push_back(idx % C);
       }
-      Tensor dec = coder.decode(kp, kd, max_shape);
+      Tensor dec = decode(l, rows);
       all_boxes.insert(all_boxes.end(), dec.data<float>(), dec.data<float>() + k * 4);
     } else {
       std::vector<int64_t> rows(n);
@@ -96,15 +93,9 @@ Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::v
       }
       const int64_t k = static_cast<int64_t>(rows.size());
       if (k == 0) continue;
-      Tensor kp = Tensor::empty({k, 4}), kd = Tensor::empty({k, 4});
-      const float* pp = pri.data<float>();
-      const float* pd = deltas.data<float>();
-      for (int64_t j = 0; j < k; ++j) {
-        std::copy(pp + rows[j] * 4, pp + rows[j] * 4 + 4, kp.data<float>() + j * 4);
-        std::copy(pd + rows[j] * 4, pd + rows[j] * 4 + 4, kd.data<float>() + j * 4);
+      for (int64_t j = 0; j < k; ++j)
         all_scores.insert(all_scores.end(), sc.begin() + rows[j] * C, sc.begin() + (rows[j] + 1) * C);
-      }
-      Tensor dec = coder.decode(kp, kd, max_shape);
+      Tensor dec = decode(l, rows);
       all_boxes.insert(all_boxes.end(), dec.data<float>(), dec.data<float>() + k * 4);
     }
   }
@@ -145,6 +136,57 @@ Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::v
   d.scores = r.scores.slice(0, 0, k).contiguous();
   d.labels = Tensor::from_vector(lab, Shape{k});
   return d;
+}
+
+}  // namespace
+
+Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::vector<Tensor>& bbox_preds,
+                             const std::vector<Tensor>& priors, int64_t C, const DeltaXYWHBBoxCoder& coder,
+                             const ImageGeometry& geo, const DenseTestConfig& cfg) {
+  KDET_CHECK(cls_logits.size() == bbox_preds.size() && cls_logits.size() == priors.size(),
+             "dense_postprocess: ", cls_logits.size(), " cls maps, ", bbox_preds.size(), " box maps, ",
+             priors.size(), " prior sets");
+  const std::pair<int64_t, int64_t> max_shape{geo.img_h, geo.img_w};
+  std::vector<Tensor> deltas, pri;
+  std::vector<int64_t> nrows;
+  for (size_t l = 0; l < bbox_preds.size(); ++l) {
+    deltas.push_back(dense_to_rows(bbox_preds[l], 4));
+    pri.push_back(priors[l].to(DType::F32).contiguous());
+    KDET_CHECK(pri[l].size(0) == deltas[l].size(0), "dense_postprocess: level ", l, " has ", deltas[l].size(0),
+               " box rows and ", pri[l].size(0), " priors");
+    nrows.push_back(deltas[l].size(0));
+  }
+  return postprocess_rows(cls_logits, nrows, C, geo, cfg, [&](size_t l, const std::vector<int64_t>& rows) {
+    const int64_t k = static_cast<int64_t>(rows.size());
+    Tensor kp = Tensor::empty({k, 4}), kd = Tensor::empty({k, 4});
+    const float* pp = pri[l].data<float>();
+    const float* pd = deltas[l].data<float>();
+    for (int64_t j = 0; j < k; ++j) {
+      std::copy(pp + rows[j] * 4, pp + rows[j] * 4 + 4, kp.data<float>() + j * 4);
+      std::copy(pd + rows[j] * 4, pd + rows[j] * 4 + 4, kd.data<float>() + j * 4);
+    }
+    return coder.decode(kp, kd, max_shape);
+  });
+}
+
+Detections dense_postprocess_boxes(const std::vector<Tensor>& cls_logits, const std::vector<Tensor>& boxes,
+                                   int64_t C, const ImageGeometry& geo, const DenseTestConfig& cfg) {
+  KDET_CHECK(cls_logits.size() == boxes.size(), "dense_postprocess_boxes: ", cls_logits.size(), " cls maps, ",
+             boxes.size(), " box sets");
+  std::vector<Tensor> bx;
+  std::vector<int64_t> nrows;
+  for (const Tensor& b : boxes) {
+    KDET_CHECK(b.ndim() == 2 && b.size(1) == 4, "dense_postprocess_boxes: boxes ", b.desc(), " must be [n, 4]");
+    bx.push_back(b.to(DType::F32).contiguous());
+    nrows.push_back(b.size(0));
+  }
+  return postprocess_rows(cls_logits, nrows, C, geo, cfg, [&](size_t l, const std::vector<int64_t>& rows) {
+    const int64_t k = static_cast<int64_t>(rows.size());
+    Tensor out = Tensor::empty({k, 4});
+    const float* pb = bx[l].data<float>();
+    for (int64_t j = 0; j < k; ++j) std::copy(pb + rows[j] * 4, pb + rows[j] * 4 + 4, out.data<float>() + j * 4);
+    return out;
+  });
 }
 
 }  // namespace kdet

@@ -33,6 +33,11 @@ Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::v
                              const DeltaXYWHBBoxCoder& coder, const ImageGeometry& geo,
                              const DenseTestConfig& cfg = {});
 
+// The same selection / rescale / NMS for heads that decode their own boxes (RepPoints): boxes[l] f32
+// [H*W*A, 4] per level, already decoded and clipped to img_shape, rows in dense_to_rows order.
+Detections dense_postprocess_boxes(const std::vector<Tensor>& cls_logits, const std::vector<Tensor>& boxes,
+                                   int64_t num_classes, const ImageGeometry& geo, const DenseTestConfig& cfg = {});
+
 // Reorders an [A*K, H, W] map (one image) to [H*W*A, K] (the flattening used by targets and decoding).
 Tensor dense_to_rows(const Tensor& map, int64_t k);
 
