@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -76,6 +78,21 @@ inline double max_rss_mib() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return u.ru_maxrss / 1024.0;  // Linux: KiB
+}
+
+// Runs a shell command (a PyTorch peer script) and returns every stdout line that parses as JSON; other
+// lines are skipped. Empty when the command cannot start.
+inline std::vector<nlohmann::json> json_lines_of(const std::string& cmd) {
+  std::vector<nlohmann::json> out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  while (fgets(buf, sizeof buf, p)) {
+    auto j = nlohmann::json::parse(buf, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_discarded()) out.push_back(std::move(j));
+  }
+  pclose(p);
+  return out;
 }
 
 }  // namespace kdet::bench
