@@ -1,12 +1,14 @@
 #include "layers/resnet.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <string>
 
 #include "engine/ops/elementwise.h"
 #include "engine/ops/pool2d.h"
 #include "engine/ops/unary.h"
+#include "layers/dcn.h"
 #include "layers/init.h"
 
 namespace kdet {
@@ -36,6 +38,37 @@ Arch arch_of(int depth) {
   KDET_FAIL("ResNet: invalid depth ", depth, " (expected 18, 34, 50, 101 or 152)");
 }
 }  // namespace
+
+ResNetCfg::Dcn parse_dcn(const std::string& s) {
+  std::string l;
+  for (char c : s) l += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (l == "none" || l.empty()) return ResNetCfg::Dcn::None;
+  if (l == "dcn") return ResNetCfg::Dcn::DCN;
+  if (l == "dcnv2") return ResNetCfg::Dcn::DCNv2;
+  KDET_FAIL("ResNet: unknown dcn type '", s, "' (expected none, dcn or dcnv2)");
+}
+
+const char* dcn_name(ResNetCfg::Dcn d) {
+  switch (d) {
+    case ResNetCfg::Dcn::None: return "none";
+    case ResNetCfg::Dcn::DCN: return "dcn";
+    case ResNetCfg::Dcn::DCNv2: return "dcnv2";
+  }
+  return "?";
+}
+
+void resnet_dcn_from_config(const Config& c, const std::string& sec, ResNetCfg& cfg) {
+  auto k = [&](const char* name) { return sec + "." + name; };
+  cfg.dcn = parse_dcn(c.get_string(k("dcn"), "none"));
+  const std::vector<int64_t> st = c.get_ints(k("stage_with_dcn"), {0, 1, 1, 1});
+  cfg.stage_with_dcn.clear();
+  for (int64_t v : st) {
+    KDET_CHECK(v == 0 || v == 1, "ResNet: ", k("stage_with_dcn"), " takes 0/1 flags, got ", v);
+    cfg.stage_with_dcn.push_back(v == 1);
+  }
+  cfg.dcn_deform_groups = c.get_int(k("dcn_deform_groups"), 1);
+  cfg.dcn_fallback_on_stride = c.get_bool(k("dcn_fallback_on_stride"), false);
+}
 
 ResNetCfg resnet_cfg(int depth, int frozen_stages, bool norm_eval) {
   ResNetCfg c;
@@ -76,7 +109,7 @@ Var BasicBlock::forward(const Var& x) {
 // --- Bottleneck ----------------------------------------------------------------------------------
 
 Bottleneck::Bottleneck(int64_t inplanes, int64_t planes, int64_t stride, int64_t dilation, bool downsample,
-                       const ResNetCfg& cfg) {
+                       const ResNetCfg& cfg, bool with_dcn) {
   width_ = cfg.groups == 1 ? planes
                            : static_cast<int64_t>(std::floor(static_cast<double>(planes) *
                                                              (static_cast<double>(cfg.base_width) /
@@ -88,8 +121,17 @@ Bottleneck::Bottleneck(int64_t inplanes, int64_t planes, int64_t stride, int64_t
   const int64_t s1 = pytorch ? 1 : stride, s2 = pytorch ? stride : 1;
   conv1_ = &register_module("conv1", std::make_unique<Conv2d>(inplanes, width_, 1, s1, 0, 1, 1, false));
   norm1_ = &register_module(norm_name(cfg.norm, 1), make_norm(cfg.norm, width_));
-  conv2_ = &register_module(
-      "conv2", std::make_unique<Conv2d>(width_, width_, 3, s2, dilation, dilation, cfg.groups, false));
+  with_dcn_ = with_dcn && cfg.dcn != ResNetCfg::Dcn::None && !(cfg.dcn_fallback_on_stride && s2 > 1);
+  if (with_dcn_) {
+    const DeformConvSpec ds{width_, width_, 3, s2, dilation, dilation, cfg.groups, cfg.dcn_deform_groups, false};
+    if (cfg.dcn == ResNetCfg::Dcn::DCN)
+      conv2_ = &register_module("conv2", std::make_unique<DeformConv2dPack>(ds));
+    else
+      conv2_ = &register_module("conv2", std::make_unique<ModulatedDeformConv2dPack>(ds));
+  } else {
+    conv2_ = &register_module(
+        "conv2", std::make_unique<Conv2d>(width_, width_, 3, s2, dilation, dilation, cfg.groups, false));
+  }
   norm2_ = &register_module(norm_name(cfg.norm, 2), make_norm(cfg.norm, width_));
   conv3_ = &register_module("conv3",
                             std::make_unique<Conv2d>(width_, planes * kExpansion, 1, 1, 0, 1, 1, false));
@@ -124,6 +166,15 @@ ResNet::ResNet(const ResNetCfg& cfg) : cfg_(cfg) {
   KDET_CHECK(cfg.groups == 1 || bottleneck_, "ResNeXt (groups ", cfg.groups, ") needs depth 50/101/152, got ",
              cfg.depth);
   KDET_CHECK(cfg.base_channels > 0, "ResNet: base_channels must be positive");
+  if (cfg.dcn != ResNetCfg::Dcn::None) {
+    KDET_CHECK(static_cast<int>(cfg.stage_with_dcn.size()) == cfg.num_stages, "ResNet: stage_with_dcn has ",
+               cfg.stage_with_dcn.size(), " entries, expected num_stages = ", cfg.num_stages);
+    KDET_CHECK(bottleneck_ || std::find(cfg.stage_with_dcn.begin(), cfg.stage_with_dcn.end(), true) ==
+                                  cfg.stage_with_dcn.end(),
+               "ResNet: DCN needs Bottleneck blocks (depth 50/101/152), got depth ", cfg.depth,
+               " (mmdet's BasicBlock has no DCN)");
+    KDET_CHECK(cfg.dcn_deform_groups >= 1, "ResNet: dcn deform_groups must be >= 1, got ", cfg.dcn_deform_groups);
+  }
   const int64_t stem = cfg.stem_channels > 0 ? cfg.stem_channels : cfg.base_channels;
   cfg_.stem_channels = stem;
 
@@ -141,7 +192,8 @@ ResNet::ResNet(const ResNetCfg& cfg) : cfg_(cfg) {
       const int64_t s = first ? stride : 1;
       const bool ds = first && (stride != 1 || inplanes != planes * expansion);
       if (bottleneck_)
-        layer->emplace_back<Bottleneck>(inplanes, planes, s, dilation, ds, cfg_);
+        layer->emplace_back<Bottleneck>(inplanes, planes, s, dilation, ds, cfg_,
+                                        cfg.dcn != ResNetCfg::Dcn::None && cfg.stage_with_dcn[i]);
       else
         layer->emplace_back<BasicBlock>(inplanes, planes, s, dilation, ds, cfg_);
       inplanes = planes * expansion;
@@ -193,6 +245,9 @@ void ResNet::init_weights(Generator& g) {
       m.init_weights(g);  // weight 1, bias 0
     }
   });
+  // mmcv's own init for the deformable convs (mmdet's Kaiming pass matches nn.Conv2d only); conv_offset zero.
+  for (auto* d : modules_of_type<DeformConv2dPack>()) d->init_weights(g);
+  for (auto* d : modules_of_type<ModulatedDeformConv2dPack>()) d->init_weights(g);
   if (cfg_.zero_init_residual) {
     auto zero = [](UnaryModule& n) {
       for (auto* v : n.parameters()) v->data().fill_(0.0);

@@ -16,9 +16,18 @@
 //   init_weights: Kaiming normal (fan_out, relu) for every conv, BN/GN weight 1 bias 0, then with
 //   zero_init_residual the last norm of each block (bn3 / bn2) set to 0 (mmdet's default True).
 //   base_channels / stem_channels smaller than 64 give narrow CPU demo variants.
+//
+//   DCN (mmdet `dcn=dict(type='DCN' | 'DCNv2', deform_groups=1, fallback_on_stride=False)`,
+//   `stage_with_dcn=(False, True, True, True)` = the "dconv_c3-c5" configs): conv2 of every Bottleneck in a
+//   stage with DCN is a DeformConv2dPack (DCN) or ModulatedDeformConv2dPack (DCNv2, no bias) with the same
+//   geometry (layers/dcn.h); keys layerX.Y.conv2.weight + layerX.Y.conv2.conv_offset.{weight,bias}. With
+//   fallback_on_stride a strided conv2 stays a plain conv. BasicBlock has no DCN (mmdet: not implemented).
+//   init_weights: the DCN modules get mmcv's init (conv_offset zero) after the Kaiming pass.
 #pragma once
+#include <string>
 #include <vector>
 
+#include "engine/config.h"
 #include "layers/conv.h"
 #include "layers/module.h"
 
@@ -40,7 +49,20 @@ struct ResNetCfg {
   bool zero_init_residual = true;
   int64_t groups = 1;      // ResNeXt cardinality
   int64_t base_width = 4;  // ResNeXt bottleneck width per group
+  enum class Dcn { None, DCN, DCNv2 } dcn = Dcn::None;
+  int64_t dcn_deform_groups = 1;
+  bool dcn_fallback_on_stride = false;
+  std::vector<bool> stage_with_dcn = {false, false, false, false};  // used when dcn != None
 };
+
+// "none" | "dcn" | "dcnv2" (case-insensitive; also mmdet's "DCN" / "DCNv2") -> ResNetCfg::Dcn; throws otherwise.
+ResNetCfg::Dcn parse_dcn(const std::string& s);
+const char* dcn_name(ResNetCfg::Dcn d);
+
+// Config keys of the DCN backbone, read into cfg (for the detector configs' from_config):
+//   <sec>.dcn = none | dcn | dcnv2 (default none), <sec>.stage_with_dcn = 0,1,1,1 (one flag per stage; default
+//   0,1,1,1 = mmdet's dconv_c3-c5), <sec>.dcn_deform_groups = 1, <sec>.dcn_fallback_on_stride = false.
+void resnet_dcn_from_config(const Config& c, const std::string& sec, ResNetCfg& cfg);
 
 // mmdet config shortcuts.
 ResNetCfg resnet_cfg(int depth, int frozen_stages = 1, bool norm_eval = true);
@@ -63,15 +85,21 @@ class BasicBlock : public UnaryModule {
 class Bottleneck : public UnaryModule {
  public:
   static constexpr int64_t kExpansion = 4;
-  Bottleneck(int64_t inplanes, int64_t planes, int64_t stride, int64_t dilation, bool downsample, const ResNetCfg& cfg);
+  // with_dcn: conv2 is cfg.dcn's deformable conv (unless fallback_on_stride and stride > 1).
+  Bottleneck(int64_t inplanes, int64_t planes, int64_t stride, int64_t dilation, bool downsample, const ResNetCfg& cfg,
+             bool with_dcn = false);
   const char* type_name() const override { return "Bottleneck"; }
   Var forward(const Var& x) override;
   UnaryModule& last_norm() { return *norm3_; }
   int64_t width() const { return width_; }
+  bool with_dcn() const { return with_dcn_; }
+  UnaryModule& conv2() { return *conv2_; }  // Conv2d, DeformConv2dPack or ModulatedDeformConv2dPack
 
  private:
   int64_t width_;
-  Conv2d *conv1_, *conv2_, *conv3_;
+  bool with_dcn_ = false;
+  Conv2d *conv1_, *conv3_;
+  UnaryModule* conv2_;
   UnaryModule *norm1_, *norm2_, *norm3_;
   Sequential* downsample_ = nullptr;
 };

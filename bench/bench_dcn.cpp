@@ -1,0 +1,128 @@
+// bench/bench_dcn.cpp — deformable convolution throughput (engine/ops/deform_conv.h) beside
+// torchvision.ops.deform_conv2d (bench/torch_dcn.py, same shapes, offsets N(0, 2²) pixels, mask U(0, 1)).
+//
+// Cases: the RepPoints head's two DCNs (256->256 3x3 on P3 of a 512-px batch of 2: 2x256x64x64), ResNet-50's
+// c4 DCN / DCNv2 conv2 (2x256x32x32) and the strided first c3 block (2x128x64x64, stride 2). GFLOP counts the
+// equivalent convolution's GEMM (2·MACs; forward+backward = 3×); bilinear sampling and the offset/mask
+// gradients come on top. fwd+bwd computes every gradient (input, offset, mask, weight).
+#include "bench/bench_dcn.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "bench/bench_util.h"
+#include "engine/ops/deform_conv.h"
+#include "engine/random.h"
+
+namespace kdet {
+
+using namespace kdet::bench;
+
+namespace {
+
+struct DcnCase {
+  const char* name;
+  const char* desc;
+  int64_t n, c, h, w, o, stride;
+  bool mask;
+};
+
+// Kept in step with bench/torch_dcn.py.
+const DcnCase kDcnCases[] = {
+    {"dcn_reppoints_256_64", "RepPoints head DCN 256->256, 2x256x64x64", 2, 256, 64, 64, 256, 1, false},
+    {"dcn_r50_c4_256_32", "R50 c4 DCN 256->256, 2x256x32x32", 2, 256, 32, 32, 256, 1, false},
+    {"dcnv2_r50_c4_256_32", "R50 c4 DCNv2 (mask), 2x256x32x32", 2, 256, 32, 32, 256, 1, true},
+    {"dcn_r50_c3s2_128_64", "R50 c3.0 DCN s2 128->128, 2x128x64x64", 2, 128, 64, 64, 128, 2, false},
+};
+
+std::map<std::string, nlohmann::json> run_torch_dcn(const DcnBenchOptions& o, std::string& info) {
+  std::map<std::string, nlohmann::json> out;
+  if (access(o.python.c_str(), X_OK) != 0 || access("bench/torch_dcn.py", R_OK) != 0) return out;
+  const std::string probe = o.python + " -c 'import torchvision' >/dev/null 2>&1";
+  if (std::system(probe.c_str()) != 0) return out;
+  const std::string nth = std::to_string(omp_get_max_threads());
+  const std::string cmd = "OMP_NUM_THREADS=" + nth + " " + o.python + " bench/torch_dcn.py --threads " + nth +
+                          " --reps " + std::to_string(o.torch_reps) + " --warmup " + std::to_string(o.torch_warmup) +
+                          " --wait-idle " + std::to_string(static_cast<int>(o.wait_s));
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  while (fgets(buf, sizeof buf, p)) {
+    try {
+      auto j = nlohmann::json::parse(buf);
+      if (j["name"] == "info")
+        info = "torch " + j["torch"].get<std::string>() + ", " + std::to_string(j["threads"].get<int>()) + " threads";
+      else
+        out[j["name"].get<std::string>()] = j;
+    } catch (...) {
+    }
+  }
+  pclose(p);
+  return out;
+}
+
+}  // namespace
+
+void run_dcn_section(const DcnBenchOptions& o) {
+  struct Row {
+    const DcnCase* c;
+    double gflop;
+    Timing f, fb;
+    double load;
+  };
+  std::vector<Row> rows;
+  for (const DcnCase& cc : kDcnCases) {
+    Generator g(3);
+    const int64_t ho = (cc.h - 1) / cc.stride + 1, wo = (cc.w - 1) / cc.stride + 1;
+    Tensor x = rand_normal({cc.n, cc.c, cc.h, cc.w}, g), w = rand_normal({cc.o, cc.c, 3, 3}, g, 0, 0.05);
+    Tensor off = rand_normal({cc.n, 18, ho, wo}, g, 0, 2);
+    Tensor mask = cc.mask ? rand_uniform({cc.n, 9, ho, wo}, g, 0, 1) : Tensor();
+    Tensor gy = rand_normal({cc.n, cc.o, ho, wo}, g);
+    const DeformConvArgs a = DeformConvArgs::make(cc.stride, 1);
+    wait_idle(o.wait_s);
+    const double b0 = machine_busy_s(), s0 = self_cpu_s(), t0 = now_s();
+    const Timing f = time_ms([&] { ops::deform_conv2d(x, off, mask, w, Tensor(), a); }, o.warmup, o.reps);
+    const Timing fb = time_ms(
+        [&] {
+          ops::deform_conv2d(x, off, mask, w, Tensor(), a);
+          ops::deform_conv2d_backward(gy, x, off, mask, w, false, a);
+        },
+        o.warmup, o.reps);
+    const double load = ((machine_busy_s() - b0) - (self_cpu_s() - s0)) / (now_s() - t0);
+    rows.push_back({&cc, 2.0 * cc.n * cc.o * ho * wo * cc.c * 9 / 1e9, f, fb, load});
+  }
+  std::map<std::string, nlohmann::json> tr;
+  std::string tinfo;
+  if (o.torch) tr = run_torch_dcn(o, tinfo);
+  const bool have_torch = !tr.empty();
+  if (o.torch && !have_torch) std::printf("(torchvision DCN peers skipped: %s has no torchvision)\n", o.python.c_str());
+  std::printf("deform_conv2d 3x3 pad 1, FP32, no bias, offsets N(0, 2^2) px; kdet median of %d after %d warm-up",
+              o.reps, o.warmup);
+  if (have_torch)
+    std::printf("; torchvision.ops.deform_conv2d (%s) median of %d after %d warm-up", tinfo.c_str(), o.torch_reps,
+                o.torch_warmup);
+  std::printf("\n%-42s %-7s %6s %15s %7s %5s", "case", "pass", "GFLOP", "kdet ms med/min", "GFLOP/s", "load");
+  if (have_torch) std::printf(" %19s %7s %5s %10s", "torchvision ms med", "GFLOP/s", "load", "kdet/torch");
+  std::printf("\n");
+  for (const Row& r : rows)
+    for (int pass = 0; pass < 2; ++pass) {
+      const double gfl = pass ? 3 * r.gflop : r.gflop;
+      const Timing t = pass ? r.fb : r.f;
+      std::printf("%-42s %-7s %6.2f %7.1f/%7.1f %7.1f %5.2f", pass ? "" : r.c->desc, pass ? "fwd+bwd" : "fwd", gfl,
+                  t.med, t.min, gfl / (t.med * 1e-3), r.load);
+      if (have_torch && tr.count(r.c->name)) {
+        const auto& j = tr[r.c->name];
+        const double tms = j[pass ? "fwdbwd_ms" : "fwd_ms"].get<double>();
+        std::printf(" %19.1f %7.2f %5.2f %9.1fx", tms, gfl / (tms * 1e-3), j.value("load", 0.0), tms / t.med);
+      }
+      std::printf("\n");
+    }
+  std::printf("GFLOP = the equivalent convolution's GEMM (2*MACs, fwd+bwd 3x); kdet/torch = torchvision time / kdet "
+              "time (>1: kdet is faster); load = CPU cores used by other processes during the case.\n");
+}
+
+}  // namespace kdet
