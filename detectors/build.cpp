@@ -1,5 +1,6 @@
 #include "detectors/build.h"
 
+#include "detectors/reppoints.h"
 #include "detectors/retinanet.h"
 #include "detectors/two_stage.h"
 #include "engine/check.h"
@@ -8,7 +9,7 @@
 namespace kdet {
 
 const std::vector<std::string>& detector_types() {
-  static const std::vector<std::string> t = {"retinanet", "faster_rcnn", "cascade_rcnn"};
+  static const std::vector<std::string> t = {"retinanet", "faster_rcnn", "cascade_rcnn", "reppoints"};
   return t;
 }
 
@@ -18,6 +19,7 @@ std::unique_ptr<Detector> build_detector(const Config& c, const std::string& sec
   if (type == "retinanet") return std::make_unique<RetinaNet>(RetinaNetConfig::from_config(c, section));
   if (type == "faster_rcnn") return std::make_unique<FasterRCNN>(TwoStageConfig::from_config(c, section));
   if (type == "cascade_rcnn") return std::make_unique<CascadeRCNN>(TwoStageConfig::from_config(c, section));
+  if (type == "reppoints") return std::make_unique<RepPointsDetector>(RepPointsConfig::from_config(c, section));
   std::string known;
   for (const auto& t : detector_types()) known += (known.empty() ? "" : ", ") + t;
   KDET_FAIL("build_detector: ", section, ".type = '", type, "' is not a known detector (known: ", known, ")");

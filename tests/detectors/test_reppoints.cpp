@@ -7,10 +7,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "detectors/build.h"
 #include "detectors/reppoints.h"
+#include "distill/distiller.h"
 #include "engine/ops/reduce.h"
 #include "engine/optim.h"
 #include "tests/fixtures.h"
@@ -495,9 +497,9 @@ TEST_CASE("reppoints detector: config section, build_detector, taps; a tiny mode
   m->init_weights(g);
   m->train();
   data::Batch batch = synthetic_batch(7, 2);
-  SGD opt(m->named_parameters("", true), 0.01, 0.9, 1e-4);
+  SGD opt(m->named_parameters("", true), 0.02, 0.9, 1e-4);
   std::vector<double> losses;
-  for (int it = 0; it < 15; ++it) {
+  for (int it = 0; it < 30; ++it) {
     DetectorTaps taps;
     LossList l = m->loss(batch, &taps);
     if (it == 0) {
@@ -526,5 +528,71 @@ TEST_CASE("reppoints detector: config section, build_detector, taps; a tiny mode
     auto s = d.scores.to_vector<float>();
     CHECK(std::is_sorted(s.rbegin(), s.rend()));
     for (float v : d.boxes.to_vector<float>()) CHECK((v >= 0 && v <= 64));
+  }
+}
+
+namespace {
+// depth / base channels / FPN+head width 16, GN(4), 1 tower conv, 3 classes, nothing frozen.
+std::unique_ptr<RepPointsDetector> tiny_reppoints(int depth, uint64_t seed) {
+  RepPointsConfig c = RepPointsConfig::mmdet(depth, true, 3);
+  c.backbone.base_channels = 8;
+  c.backbone.frozen_stages = -1;
+  c.neck.out_channels = 16;
+  c.neck.norm = c.head.norm = NormCfg::gn(4);
+  c.sync_channels();
+  c.head.feat_channels = c.head.point_feat_channels = 16;
+  c.head.stacked_convs = 1;
+  auto m = std::make_unique<RepPointsDetector>(c);
+  Generator g(seed);
+  m->init_weights(g);
+  return m;
+}
+}  // namespace
+
+TEST_CASE("reppoints kd: FGD and MGD, RepPoints-R34 teacher -> RepPoints-R18 student, P3-P7, inherit, 2 steps") {
+  const data::Batch batch = synthetic_batch(11, 2);
+  for (auto m : {kd::KdMethod::FGD, kd::KdMethod::MGD}) {
+    CAPTURE(kd::kd_method_name(m));
+    kd::DistillConfig c = kd::DistillConfig::defaults(m);
+    // specs/kd_losses.md 1d / 2d, RepPoints rows: FGD α 1.6e-3, β 8e-4, γ 8e-4, λ 8e-6; MGD α 2e-5, λ 0.65
+    c.fgd.alpha_fgd = 1.6e-3, c.fgd.beta_fgd = 8e-4, c.fgd.gamma_fgd = 8e-4, c.fgd.lambda_fgd = 8e-6;
+    CHECK(c.inherit);
+    kd::Distiller d(tiny_reppoints(34, 1), tiny_reppoints(18, 2), c);
+    REQUIRE(d.student_taps().size() == 5);  // neck.0..neck.4 = P3..P7
+    Generator g(3);
+    d.init_kd_weights(g);
+    d.inherit_from_teacher();
+    TensorMap before;
+    for (auto& [k, v] : d.teacher().state_dict()) before[k] = v.clone();
+    REQUIRE(d.student().find_parameter("bbox_head.reppoints_cls_conv.weight"));
+    check_close(d.student().find_parameter("bbox_head.reppoints_cls_conv.weight")->data(), before.at("bbox_head.reppoints_cls_conv.weight"), 0, 0,
+                "inherited head");
+    check_close(d.student().find_parameter("bbox_head.moment_transfer")->data(), before.at("bbox_head.moment_transfer"), 0, 0,
+                "inherited moment_transfer");
+    d.train(true);
+    SGD opt(d.named_parameters(), 0.01, 0.9);
+    for (int it = 0; it < 2; ++it) {
+      kd::Distiller::Extra ex;
+      LossList l = d.loss(batch, &ex);
+      const auto names = kd::kd_component_names(m);
+      REQUIRE(l.size() == 3 + names.size());
+      CHECK(l[0].first == "loss_cls");
+      CHECK(l[1].first == "loss_pts_init");
+      CHECK(l[2].first == "loss_pts_refine");
+      for (size_t i = 0; i < l.size(); ++i) {
+        CHECK_MESSAGE(std::isfinite(l[i].second.item()), l[i].first);
+        if (i >= 3) CHECK_MESSAGE(l[i].second.item() > 0, l[i].first);
+      }
+      CHECK(ex.teacher_taps.neck.size() == 5);
+      CHECK(!ex.teacher_taps.neck[0].requires_grad());
+      opt.zero_grad();
+      total_loss(l).backward();
+      for (auto& [k, v] : d.teacher().named_parameters()) REQUIRE(!v.grad().defined());
+      CHECK(d.student().find_parameter("bbox_head.reppoints_pts_refine_conv.weight")->grad().defined());
+      opt.step();
+    }
+    for (auto& [k, v] : d.teacher().state_dict())
+      CHECK_MESSAGE(std::memcmp(v.contiguous().raw_data(), before.at(k).contiguous().raw_data(), v.nbytes()) == 0, k);
+    CHECK(!d.teacher().training());
   }
 }
