@@ -3,6 +3,7 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdint>
@@ -148,6 +149,8 @@ std::vector<uint8_t> alloc_pixels(int w, int h) {
 }
 
 void stbi_clear_failure_reason();  // data/stb_impl.cpp
+extern thread_local size_t stbi_realloc_limit;  // data/stb_impl.cpp: cap on stb's buffer growth
+extern thread_local bool stbi_realloc_refused;
 
 Image decode_image(const uint8_t* data, size_t n, const std::string& name, int64_t max_pixels) {
   KDET_CHECK(n > 0, name, ": cannot decode image: empty file");
@@ -159,11 +162,25 @@ Image decode_image(const uint8_t* data, size_t n, const std::string& name, int64
   int w = 0, h = 0, c = 0;
   // The header is read first so that a corrupt or hostile size (stb accepts up to 2^24 per side) is
   // refused with a message before stb allocates the pixel buffer.
-  if (stbi_info_from_memory(data, static_cast<int>(n), &w, &h, &c))
+  const bool stb_header_ok = stbi_info_from_memory(data, static_cast<int>(n), &w, &h, &c);
+  if (stb_header_ok)
     KDET_CHECK(static_cast<int64_t>(w) * h <= max_pixels, name, ": image ", w, "x", h,
                " exceeds the limit of ", max_pixels, " pixels (corrupt header? tile or downscale larger images)");
+  // stb's buffers grow (zlib output of a PNG; its compressed data) only as far as a valid image of this
+  // size needs: twice 16-bit RGBA plus a filter byte per row and pass, or twice the file, + 1 MiB.
+  // Beyond that the data is a decompression bomb or reads zeros past a truncated end (data/stb_impl.cpp).
+  const int64_t cap_px = stb_header_ok ? static_cast<int64_t>(w) * h : max_pixels;
+  const int64_t cap_rows = stb_header_ok ? h : max_pixels;
+  struct GrowthCap {
+    GrowthCap(size_t limit) { stbi_realloc_limit = limit, stbi_realloc_refused = false; }
+    ~GrowthCap() { stbi_realloc_limit = SIZE_MAX; }
+  } cap(static_cast<size_t>(std::max<int64_t>(2 * (8 * cap_px + 8 * cap_rows), 2 * static_cast<int64_t>(n)) +
+                            (int64_t(1) << 20)));
   stbi_clear_failure_reason();
   unsigned char* p = stbi_load_from_memory(data, static_cast<int>(n), &w, &h, &c, 3);
+  KDET_CHECK(p || !stbi_realloc_refused, name, ": cannot decode image (corrupt: its compressed data expands beyond ",
+             stb_header_ok ? detail::cat("a ", cap_px / cap_rows, "x", cap_rows, " image") : detail::cat(max_pixels, " pixels"),
+             ")");
   const char* why = stbi_failure_reason();
   KDET_CHECK(p, name, ": cannot decode image (", why && *why ? why : "corrupt or unsupported file", ")");
   std::unique_ptr<unsigned char, void (*)(void*)> owned(p, stbi_image_free);  // freed on every path

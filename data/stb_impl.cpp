@@ -6,13 +6,28 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #endif
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 // Every buffer stb_image allocates starts zeroed. stb 2.27 leaves the pixels a truncated file does not
 // have (PNM, TGA rows; JPEG components no scan covers) as they come from malloc: the same file then
 // decodes to different, uninitialised pixels from run to run (found by tests/fuzz/fuzz_image). Zeroed,
 // they are black, every time.
+namespace kdet::data {
+// stb's zlib decoder (PNG) reads zeros past the end of a truncated or crafted stream and can go on
+// producing output, doubling its buffer up to 2 GB: a 69-byte PNG took 11 s and 1.8 GB (found by
+// tests/fuzz/fuzz_image). Its buffer only grows through STBI_REALLOC_SIZED, and a valid image never
+// needs more than a small multiple of its pixel size: data/image.cpp sets this cap per decode (from the
+// header's size); a growth beyond it fails (stb: "outofmem") and sets stbi_realloc_refused.
+thread_local size_t stbi_realloc_limit = SIZE_MAX;
+thread_local bool stbi_realloc_refused = false;
+}  // namespace kdet::data
+
 static void* kdet_stbi_realloc_zeroed(void* p, size_t old_size, size_t new_size) {
+  if (new_size > kdet::data::stbi_realloc_limit) {
+    kdet::data::stbi_realloc_refused = true;
+    return nullptr;  // stb frees p on this path
+  }
   void* q = std::realloc(p, new_size);
   if (q && new_size > old_size) std::memset(static_cast<char*>(q) + old_size, 0, new_size - old_size);
   return q;
