@@ -34,6 +34,7 @@ RepPointsConfig RepPointsConfig::from_config(const Config& c, const std::string&
   r.backbone.base_channels = c.get_int(k("base_channels"), 64);
   r.backbone.frozen_stages = static_cast<int>(c.get_int(k("frozen_stages"), 1));
   r.backbone.norm_eval = c.get_bool(k("norm_eval"), true);
+  resnet_dcn_from_config(c, sec, r.backbone);  // dcn none|dcn|dcnv2, stage_with_dcn (dconv_c3-c5 teachers)
   r.neck.out_channels = c.get_int(k("neck_channels"), 256);
   r.sync_channels();
   const int64_t gn_groups = c.get_int(k("gn_groups"), 32);

@@ -35,6 +35,8 @@ struct RepPointsConfig {
   // From a flat config section (engine/config.h); every key optional, defaults = mmdet
   // reppoints_moment_r50_fpn_gn-neck+head_1x:
   //   depth 50 | groups 1 | base_width 4 | base_channels 64 | frozen_stages 1 | norm_eval true |
+  //   dcn none|dcn|dcnv2 | stage_with_dcn 0,1,1,1 | dcn_deform_groups 1 | dcn_fallback_on_stride false
+  //   (layers/resnet.h resnet_dcn_from_config) |
   //   neck_channels 256 | neck_norm gn|none | head_norm gn|none | gn_groups 32 | feat_channels (= neck) |
   //   point_feat_channels (= feat_channels) | stacked_convs 3 | num_classes 80 | num_points 9 |
   //   transform moment|minmax|partial_minmax | gradient_mul 0.1 | moment_mul 0.01 | point_base_scale 4 |

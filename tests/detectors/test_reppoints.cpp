@@ -242,6 +242,37 @@ TEST_CASE("reppoints head: mmdet keys, init, parameter counts") {
   CHECK(r50gn.find_parameter("bbox_head.reppoints_cls_out.weight")->shape() == Shape{80, 256, 1, 1});
 }
 
+TEST_CASE("reppoints configs: R50 / R101 GN, X101-32x4d DCN c3-c5 teacher, tiny synth") {
+  RepPointsConfig r50 = RepPointsConfig::from_config(Config::load("configs/reppoints_moment_r50_fpn_gn-neck+head_1x.cfg"));
+  CHECK(r50.backbone.depth == 50);
+  CHECK(r50.neck.norm.type == NormCfg::GN);
+  CHECK(r50.neck.norm.num_groups == 32);
+  CHECK(r50.head.norm.type == NormCfg::GN);
+  CHECK(r50.head.stacked_convs == 3);
+  CHECK(r50.head.transform == PointsTransform::Moment);
+  CHECK(r50.backbone.dcn == ResNetCfg::Dcn::None);
+  RepPointsConfig r101 = RepPointsConfig::from_config(Config::load("configs/reppoints_moment_r101_fpn_gn-neck+head_2x.cfg"));
+  CHECK(r101.backbone.depth == 101);
+  RepPointsConfig tiny = RepPointsConfig::from_config(Config::load("configs/reppoints_r18_tiny_synth.cfg"));
+  CHECK(tiny.neck.in_channels == std::vector<int64_t>{16, 32, 64, 128});
+  CHECK(tiny.head.norm.num_groups == 8);
+  RepPointsConfig x = RepPointsConfig::from_config(Config::load("configs/reppoints_moment_x101_dcn_fpn_2x.cfg"));
+  CHECK(x.backbone.groups == 32);
+  CHECK(x.backbone.base_width == 4);
+  CHECK(x.backbone.dcn == ResNetCfg::Dcn::DCN);
+  CHECK(x.backbone.stage_with_dcn == std::vector<bool>{false, true, true, true});
+  RepPointsDetector m(x);
+  auto keys = m.state_dict_keys();
+  CHECK(has_key(keys, "backbone.layer2.0.conv2.conv_offset.weight"));
+  CHECK(has_key(keys, "backbone.layer4.2.conv2.conv_offset.bias"));
+  CHECK(has_key(keys, "backbone.layer3.22.conv2.weight"));
+  CHECK_FALSE(has_key(keys, "backbone.layer1.0.conv2.conv_offset.weight"));
+  CHECK(m.find_parameter("backbone.layer1.0.conv2.weight")->shape() == Shape{128, 4, 3, 3});  // 32 groups x 4
+  CHECK(m.find_parameter("backbone.layer2.0.conv2.conv_offset.weight")->shape() == Shape{18, 256, 3, 3});
+  CHECK(has_key(keys, "bbox_head.moment_transfer"));
+  CHECK(has_key(keys, "neck.fpn_convs.4.gn.bias"));
+}
+
 TEST_CASE("reppoints head: parity with the mmdet replica (outputs, targets, losses, gradients, detections)") {
   auto f = load_fixture("rep_head");
   if (!f) return;
