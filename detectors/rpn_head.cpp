@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "detectors/loss_norm.h"
 #include "detectors/nms.h"
 #include "detectors/postprocess.h"
 #include "engine/ops/index_ops.h"
@@ -125,20 +126,32 @@ LossList RPNHead::loss(const DenseHeadOutputs& out, const DenseTargets& t) const
   KDET_CHECK(logits.size(0) == t.num_images * t.num_anchors, "RPNHead::loss: ", logits.size(0),
              " prediction rows for ", t.num_images, " images x ", t.num_anchors, " anchors");
   const DType dt = logits.dtype();
-  const double denom = t.avg_factor + cfg_.avg_factor_eps;
-  // classification: BCE over the sampled rows (label 0 -> target 1, background -> 0)
+  const int64_t N = t.num_images, M = t.num_anchors;
+  // rows with label_weight > 0 (the sampled anchors), and each image's avg_factor share
+  // max(#pos, 1) + max(#neg, 1)
   std::vector<int64_t> rows;
+  std::vector<int64_t> npos(N, 0), nsampled(N, 0);
   const float* pw = t.label_weights.data<float>();
   const int64_t* pl = t.labels.data<int64_t>();
   for (int64_t i = 0; i < t.label_weights.numel(); ++i)
-    if (pw[i] > 0) rows.push_back(i);
+    if (pw[i] > 0) {
+      rows.push_back(i);
+      ++nsampled[i / M];
+      npos[i / M] += pl[i] == 0;
+    }
+  std::vector<double> af(N);
+  for (int64_t n = 0; n < N; ++n)
+    af[n] = static_cast<double>(std::max<int64_t>(npos[n], 1) + std::max<int64_t>(nsampled[n] - npos[n], 1));
+  const std::vector<double> norms = group_norms(af, cfg_.images_per_group, cfg_.avg_factor_eps);
+  // classification: BCE over the sampled rows (label 0 -> target 1, background -> 0)
   const int64_t R = static_cast<int64_t>(rows.size());
   Var loss_cls;
   if (R > 0) {
     Tensor target = Tensor::empty({R, 1}, DType::F32);
     for (int64_t r = 0; r < R; ++r) target.data<float>()[r] = pl[rows[r]] == 0 ? 1.f : 0.f;
     Var sel = index_select(logits, 0, Tensor::from_vector(rows, Shape{R}));
-    loss_cls = sum(binary_cross_entropy_with_logits(sel, target.to(dt))) * (cfg_.loss_cls_weight / denom);
+    loss_cls = normalised_sum(binary_cross_entropy_with_logits(sel, target.to(dt)), rows, M, norms,
+                              cfg_.loss_cls_weight);
   } else {
     loss_cls = sum(logits) * 0.0;
   }
@@ -151,7 +164,7 @@ LossList RPNHead::loss(const DenseHeadOutputs& out, const DenseTargets& t) const
     Var pos = index_select(reg, 0, t.pos_inds);
     Tensor tgt = t.pos_bbox_targets.to(dt);
     Var per = cfg_.smooth_l1_beta > 0 ? smooth_l1_loss(pos, tgt, cfg_.smooth_l1_beta) : l1_loss(pos, tgt);
-    loss_bbox = sum(per) * (cfg_.loss_bbox_weight / denom);
+    loss_bbox = normalised_sum(per, t.pos_inds.to_vector<int64_t>(), M, norms, cfg_.loss_bbox_weight);
   }
   return {{"loss_rpn_cls", loss_cls}, {"loss_rpn_bbox", loss_bbox}};
 }

@@ -14,7 +14,8 @@
 //   avg_factor = Σ_images max(#pos, 1) + Σ_images max(#neg, 1)
 //   loss_rpn_cls  = Σ BCE-with-logits(logit, label == 0) over weighted rows / (avg_factor + eps)
 //   loss_rpn_bbox = Σ L1(pred, target) (or SmoothL1(beta), Cascade 1/9) over positives / (avg_factor + eps)
-// eps = FLT_EPSILON (mmdet >= 2.24); avg_factor_eps = 0 for older mmdet.
+// eps = FLT_EPSILON (mmdet >= 2.24); avg_factor_eps = 0 for older mmdet. images_per_group k > 0: each
+// group of k images is normalised by its own avg_factor and the groups are averaged (detectors/loss_norm.h).
 // The random part is separable: get_targets(..., g) samples; loss(out, targets) is deterministic.
 //
 // Proposals (mmdet 2.x RPNHead._get_bboxes_single + _bbox_post_process), per image, per level:
@@ -56,6 +57,7 @@ struct RPNHeadConfig {
   double loss_cls_weight = 1.0, loss_bbox_weight = 1.0;
   double smooth_l1_beta = 0.0;                                   // 0: L1 (Faster); Cascade: 1/9
   double avg_factor_eps = FLT_EPSILON;
+  int64_t images_per_group = 0;  // > 0: per-GPU normalisation of mmdet (detectors/loss_norm.h); 0: one group
   ProposalConfig train{2000, 1000, 0.7, 0.0};
   ProposalConfig test{1000, 1000, 0.7, 0.0};
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <set>
 
+#include "detectors/loss_norm.h"
 #include "detectors/rpn_head.h"
 #include "detectors/sampler.h"
 #include "tests/fixtures.h"
@@ -288,4 +289,50 @@ TEST_CASE("rpn sampler: RandomSampler caps, gt boxes added as proposals, neg_pos
                        doctest::Contains("index 20 is not a positive"), Error);
   CHECK_THROWS_WITH_AS(sampling_result_from_indices(ag, all, gt.boxes, {}, {3}, added),
                        doctest::Contains("index 3 is not a negative"), Error);
+}
+
+TEST_CASE("rpn head: images_per_group normalises per group and averages (mmdet per-GPU)") {
+  RPNHeadConfig c = tiny_rpn_cfg();
+  c.anchors.strides = {8, 16};
+  c.anchors.scales = {2.0};
+  c.assigner.pos_iou_thr = 0.5;
+  std::vector<GtInstances> gts = {{Tensor::from_vector<float>({4, 5, 30, 22, 10, 2, 20, 30, 1, 1, 9, 9}, {3, 4}), {}, {}},
+                                  {Tensor::from_vector<float>({2, 2, 28, 30}, {1, 4}), {}, {}},
+                                  {Tensor::zeros({0, 4}), {}, {}}};
+  std::vector<ImageGeometry> geo(3);
+  for (auto& g : geo) g.img_h = g.img_w = 32;
+  Tensor c0 = rnd({3, 3, 4, 4}, 1, -3, 1).to(DType::F32), c1 = rnd({3, 3, 2, 2}, 2, -3, 1).to(DType::F32);
+  Tensor r0 = rnd({3, 12, 4, 4}, 3, -.5, .5).to(DType::F32), r1 = rnd({3, 12, 2, 2}, 4, -.5, .5).to(DType::F32);
+  auto outs = [&](int64_t a, int64_t b) {
+    DenseHeadOutputs o;
+    o.cls_scores = {Var(c0.slice(0, a, b).contiguous()), Var(c1.slice(0, a, b).contiguous())};
+    o.bbox_preds = {Var(r0.slice(0, a, b).contiguous()), Var(r1.slice(0, a, b).contiguous())};
+    return o;
+  };
+  for (double beta : {0.0, 1.0 / 9.0}) {
+    c.smooth_l1_beta = beta;
+    c.images_per_group = 0;
+    RPNHead whole(c);
+    c.images_per_group = 1;
+    RPNHead grouped(c);
+    Generator g(0);
+    LossList lg = grouped.loss(outs(0, 3), gts, geo, g);
+    double ref_cls = 0, ref_bbox = 0;
+    for (int64_t n = 0; n < 3; ++n) {
+      LossList li = whole.loss(outs(n, n + 1), {gts[n]}, {geo[n]}, g);
+      ref_cls += li[0].second.item() / 3, ref_bbox += li[1].second.item() / 3;
+    }
+    CHECK(ref_bbox > 0);
+    CHECK(lg[0].second.item() == doctest::Approx(ref_cls).epsilon(1e-5));
+    CHECK(lg[1].second.item() == doctest::Approx(ref_bbox).epsilon(1e-5));
+    LossList lw = whole.loss(outs(0, 3), gts, geo, g);  // one group: differs (global avg_factor)
+    CHECK(std::abs(lw[0].second.item() - lg[0].second.item()) > 1e-4);
+  }
+  // the normalisers themselves: groups of 2 over 3 images -> groups {0, 1} and {2}
+  auto w = group_norms({3, 5, 7}, 2, 0.0);
+  CHECK(w[0] == doctest::Approx(1.0 / (2 * 8)));
+  CHECK(w[1] == doctest::Approx(1.0 / (2 * 8)));
+  CHECK(w[2] == doctest::Approx(1.0 / (2 * 7)));
+  auto one = group_norms({3, 5, 7}, 0, 0.0);
+  CHECK(one[2] == doctest::Approx(1.0 / 15));
 }
