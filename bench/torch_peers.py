@@ -63,6 +63,17 @@ def timed(fn, warmup, reps):
     return statistics.median(ts), min(ts)
 
 
+def time_fwd_fwdbwd(name, fwd, fwdbwd, warmup, reps, wait_s):
+    """Waits for a quiet machine, times fwd and fwdbwd (median, min) and prints the case's JSON line."""
+    wait_idle(wait_s)
+    b0, s0, t0 = _busy(), _self(), time.perf_counter()
+    f, fmin = timed(fwd, warmup, reps)
+    fb, fbmin = timed(fwdbwd, warmup, reps)
+    load = ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
+    print(json.dumps({"name": name, "fwd_ms": f, "fwdbwd_ms": fb, "fwd_min_ms": fmin,
+                      "fwdbwd_min_ms": fbmin, "load": load}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)

@@ -10,14 +10,13 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import torch
 import torchvision
 from torchvision.ops import roi_align
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_peers import _busy, _self, timed, wait_idle  # noqa: E402
+from torch_peers import time_fwd_fwdbwd  # noqa: E402
 
 # name, N, C, H, W, stride, #rois, side lo, side hi — kept in step with bench/bench_roi.cpp
 CASES = [
@@ -63,13 +62,7 @@ def main():
             leaf.grad = None
             roi_align(leaf, rois, 7, spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True).backward(gy)
 
-        wait_idle(args.wait_idle)
-        b0, s0, t0 = _busy(), _self(), time.perf_counter()
-        f, fmin = timed(fwd, args.warmup, args.reps)
-        fb, fbmin = timed(fwdbwd, args.warmup, args.reps)
-        load = ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
-        print(json.dumps({"name": name, "fwd_ms": f, "fwdbwd_ms": fb, "fwd_min_ms": fmin,
-                          "fwdbwd_min_ms": fbmin, "load": load}), flush=True)
+        time_fwd_fwdbwd(name, fwd, fwdbwd, args.warmup, args.reps, args.wait_idle)
 
 
 if __name__ == "__main__":
