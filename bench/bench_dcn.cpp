@@ -48,20 +48,13 @@ std::map<std::string, nlohmann::json> run_torch_dcn(const DcnBenchOptions& o, st
   const std::string cmd = "OMP_NUM_THREADS=" + nth + " " + o.python + " bench/torch_dcn.py --threads " + nth +
                           " --reps " + std::to_string(o.torch_reps) + " --warmup " + std::to_string(o.torch_warmup) +
                           " --wait-idle " + std::to_string(static_cast<int>(o.wait_s));
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  while (fgets(buf, sizeof buf, p)) {
-    try {
-      auto j = nlohmann::json::parse(buf);
-      if (j["name"] == "info")
-        info = "torch " + j["torch"].get<std::string>() + ", " + std::to_string(j["threads"].get<int>()) + " threads";
-      else
-        out[j["name"].get<std::string>()] = j;
-    } catch (...) {
-    }
+  for (auto& j : json_lines_of(cmd)) {
+    if (!j.contains("name")) continue;
+    if (j["name"] == "info")
+      info = "torch " + j["torch"].get<std::string>() + ", " + std::to_string(j["threads"].get<int>()) + " threads";
+    else
+      out[j["name"].get<std::string>()] = j;
   }
-  pclose(p);
   return out;
 }
 

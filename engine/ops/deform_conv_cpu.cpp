@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include <omp.h>
 
@@ -93,11 +94,14 @@ void build_table(Table<T>& t, const Geom& g, const T* off_n, const T* mask_n, in
     const T oy = off_n[(d * 2 * g.KK + 2 * k) * g.P + pix], ox = off_n[(d * 2 * g.KK + 2 * k + 1) * g.P + pix];
     const T h = T(ho * g.sh - g.ph + i * g.dh) + oy, w = T(wo * g.sw - g.pw + j * g.dw) + ox;
     t.m[e] = mask_n ? mask_n[dk * g.P + pix] : T(1);
-    if (!(h > T(-1) && h < H && w > T(-1) && w < W)) {  // outside (also NaN): sample 0, derivatives 0
+    if (!(h > T(-1) && h < H && w > T(-1) && w < W)) {
+      // Outside the map: sample 0, derivatives 0. A NaN offset gives a NaN sample (and NaN gradients), so a
+      // diverging offset branch shows up in the output instead of being silently read as "outside".
+      const T fill = (h == h && w == w) ? T(0) : std::numeric_limits<T>::quiet_NaN();
       for (int c = 0; c < 4; ++c) {
         t.idx_w[c][e] = 0;
-        t.wt[c][e] = T(0);
-        if (t.grad) t.gh[c][e] = t.gw[c][e] = T(0);
+        t.wt[c][e] = fill;
+        if (t.grad) t.gh[c][e] = t.gw[c][e] = fill;
       }
       continue;
     }

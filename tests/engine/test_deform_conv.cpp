@@ -3,6 +3,7 @@
 // chunk edges, determinism and errors.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -234,6 +235,23 @@ TEST_CASE("deform_conv2d: bit-identical across runs; thread counts agree") {
     const Shape s{int64_t(r1[i].size())};
     check_close(Tensor::from_vector(r3[i], s), Tensor::from_vector(r1[i], s), 1e-4, 1e-4, "1 thread vs default");
   }
+}
+
+TEST_CASE("deform_conv2d: a NaN offset gives a NaN output and gradients (not a silent 'outside' zero)") {
+  Generator g(2);
+  Tensor x = rand_normal({1, 2, 5, 5}, g), w = rand_normal({3, 2, 3, 3}, g);
+  auto ov = Tensor::zeros({1, 18, 5, 5}).to_vector<float>();
+  ov[4 * 25 + 7] = std::nanf("");  // tap 2, y offset, output pixel (1, 2)
+  Tensor off = Tensor::from_vector(ov, {1, 18, 5, 5});
+  auto y = ops::deform_conv2d(x, off, Tensor(), w, Tensor(), DeformConvArgs::make(1, 1)).to_vector<float>();
+  for (int o = 0; o < 3; ++o) {
+    CHECK(std::isnan(y[o * 25 + 7]));
+    CHECK(std::isfinite(y[o * 25 + 6]));
+  }
+  auto d = ops::deform_conv2d_backward(Tensor::ones({1, 3, 5, 5}), x, off, Tensor(), w, false,
+                                       DeformConvArgs::make(1, 1));
+  auto gw = d[3].to_vector<float>();
+  CHECK(std::any_of(gw.begin(), gw.end(), [](float v) { return std::isnan(v); }));
 }
 
 TEST_CASE("deform_conv2d: errors name the op and the shapes") {
