@@ -59,6 +59,7 @@ TwoStageConfig TwoStageConfig::from_config(const Config& c, const std::string& s
   r.sync_channels();
   r.rpn.feat_channels = c.get_int(k("rpn_feat_channels"), r.neck.out_channels);
   r.roi.set_widths(r.neck.out_channels, c.get_int(k("fc_out_channels"), 1024));
+  r.rpn.anchors.scales = c.get_doubles(k("rpn_anchor_scales"), r.rpn.anchors.scales);
   r.rpn.allowed_border = c.get_int(k("rpn_allowed_border"), r.rpn.allowed_border);
   const std::string rl = c.get_string(k("rpn_reg_loss"), r.rpn.smooth_l1_beta > 0 ? "smooth_l1" : "l1");
   KDET_CHECK(rl == "l1" || rl == "smooth_l1", "TwoStageConfig: ", k("rpn_reg_loss"), " must be l1 or smooth_l1, got '",

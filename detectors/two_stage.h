@@ -52,7 +52,7 @@ struct TwoStageConfig {
   // (defaults = the mmdet R-50 config of that type):
   //   depth 50 | groups 1 | base_width 4 | base_channels 64 | frozen_stages 1 | norm_eval true |
   //   num_classes 80 | neck_channels 256 | rpn_feat_channels (= neck_channels) | fc_out_channels 1024 |
-  //   rpn_allowed_border (-1 Faster, 0 Cascade) | rpn_reg_loss l1|smooth_l1 (l1 Faster, smooth_l1 Cascade) |
+  //   rpn_anchor_scales 8 | rpn_allowed_border (-1 Faster, 0 Cascade) | rpn_reg_loss l1|smooth_l1 (l1 Faster, smooth_l1 Cascade) |
   //   rpn_train_nms_pre 2000 | rpn_train_max_per_img (1000 Faster, 2000 Cascade) | rpn_test_nms_pre 1000 |
   //   rpn_test_max_per_img 1000 | rpn_nms_iou 0.7 | rpn_sampler_num 256 | rcnn_sampler_num 512 |
   //   rcnn_pos_fraction 0.25 | avg_factor_eps (FLT_EPSILON; 0 = mmdet <= 2.23) | test_score_thr 0.05 |

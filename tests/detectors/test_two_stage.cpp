@@ -7,8 +7,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
+#include "detectors/build.h"
 #include "detectors/two_stage.h"
+#include "distill/distiller.h"
 #include "engine/ops/reduce.h"
 #include "engine/optim.h"
 #include "tests/fixtures.h"
@@ -414,4 +417,56 @@ TEST_CASE("rcnn detectors: a tiny Faster R-CNN fits one batch (loss falls under 
   }
   CHECK(std::isfinite(last));
   CHECK(last < 0.8 * first);
+}
+
+TEST_CASE("rcnn KD: FGD on P2-P5, Cascade R-CNN teacher -> Faster R-CNN student (2 steps, teacher untouched)") {
+  std::unique_ptr<Detector> teacher = build_detector(tiny_config("cascade_rcnn"));
+  std::unique_ptr<Detector> student = build_detector(tiny_config("faster_rcnn"));
+  REQUIRE(teacher->arch() == "cascade_rcnn");
+  REQUIRE(student->arch() == "faster_rcnn");
+  Generator g(5);
+  teacher->init_weights(g);
+  student->init_weights(g);
+  const TensorMap before = [&] {
+    TensorMap m;
+    for (auto& [k, v] : teacher->state_dict()) m[k] = v.clone();
+    return m;
+  }();
+  // specs/kd_losses.md 1d, Cascade -> Faster: P2-P5, alpha 5e-5, beta 2.5e-5, gamma 5e-5, lambda 5e-7, no inheritance
+  kd::DistillConfig c = kd::DistillConfig::defaults(kd::KdMethod::FGD);
+  c.inherit = false;
+  c.taps = {"neck.0", "neck.1", "neck.2", "neck.3"};
+  c.fgd.alpha_fgd = 5e-5, c.fgd.beta_fgd = 2.5e-5, c.fgd.gamma_fgd = 5e-5, c.fgd.lambda_fgd = 5e-7;
+  kd::Distiller d(std::move(teacher), std::move(student), c);
+  d.init_kd_weights(g);
+  // different detectors (3 RoI heads vs 1): inheriting is refused
+  CHECK_THROWS_WITH_AS(d.inherit_from_teacher(), doctest::Contains("same kind"), Error);
+  d.train(true);
+  SGD opt(d.named_parameters(), 0.01, 0.9);
+  const data::Batch b = tiny_batch(9);
+  const auto kd_names = kd::kd_component_names(kd::KdMethod::FGD);
+  for (int it = 0; it < 2; ++it) {
+    LossList l = d.loss(b);
+    REQUIRE(l.size() == 4 + kd_names.size());
+    CHECK(l[0].first == "loss_rpn_cls");
+    CHECK(l[3].first == "loss_bbox");
+    for (size_t i = 0; i < l.size(); ++i) {
+      CAPTURE(l[i].first);
+      CHECK(std::isfinite(l[i].second.item()));
+      if (i >= 4) {
+        CHECK(l[i].first == kd_names[i - 4]);
+        CHECK(l[i].second.item() > 0);
+      }
+    }
+    opt.zero_grad();
+    total_loss(l).backward();
+    for (auto& [k, v] : d.teacher().named_parameters()) REQUIRE(!v.grad().defined());
+    CHECK(d.student().find_parameter("neck.fpn_convs.0.conv.weight")->grad().defined());
+    opt.step();
+  }
+  for (auto& [k, v] : d.teacher().state_dict()) {
+    const Tensor& a = before.at(k);
+    CHECK_MESSAGE(std::memcmp(a.raw_data(), v.contiguous().raw_data(), a.nbytes()) == 0, k);
+  }
+  CHECK(!d.teacher().training());
 }
