@@ -65,6 +65,7 @@ void run_dcn_section(const DcnBenchOptions& o) {
     const DcnCase* c;
     double gflop;
     Timing f, fb;
+    double cpu_f, cpu_fb;  // process CPU ms per call (all threads)
     double load;
   };
   std::vector<Row> rows;
@@ -78,15 +79,19 @@ void run_dcn_section(const DcnBenchOptions& o) {
     const DeformConvArgs a = DeformConvArgs::make(cc.stride, 1);
     wait_idle(o.wait_s);
     const double b0 = machine_busy_s(), s0 = self_cpu_s(), t0 = now_s();
+    const double c0 = self_cpu_s();
     const Timing f = time_ms([&] { ops::deform_conv2d(x, off, mask, w, Tensor(), a); }, o.warmup, o.reps);
+    const double c1 = self_cpu_s();
     const Timing fb = time_ms(
         [&] {
           ops::deform_conv2d(x, off, mask, w, Tensor(), a);
           ops::deform_conv2d_backward(gy, x, off, mask, w, false, a);
         },
         o.warmup, o.reps);
+    const double c2 = self_cpu_s(), calls = o.warmup + o.reps;
     const double load = ((machine_busy_s() - b0) - (self_cpu_s() - s0)) / (now_s() - t0);
-    rows.push_back({&cc, 2.0 * cc.n * cc.o * ho * wo * cc.c * 9 / 1e9, f, fb, load});
+    rows.push_back({&cc, 2.0 * cc.n * cc.o * ho * wo * cc.c * 9 / 1e9, f, fb, (c1 - c0) * 1e3 / calls,
+                    (c2 - c1) * 1e3 / calls, load});
   }
   std::map<std::string, nlohmann::json> tr;
   std::string tinfo;
@@ -98,24 +103,31 @@ void run_dcn_section(const DcnBenchOptions& o) {
   if (have_torch)
     std::printf("; torchvision.ops.deform_conv2d (%s) median of %d after %d warm-up", tinfo.c_str(), o.torch_reps,
                 o.torch_warmup);
-  std::printf("\n%-42s %-7s %6s %15s %7s %5s", "case", "pass", "GFLOP", "kdet ms med/min", "GFLOP/s", "load");
-  if (have_torch) std::printf(" %19s %7s %5s %10s", "torchvision ms med", "GFLOP/s", "load", "kdet/torch");
+  std::printf("\n%-42s %-7s %6s %15s %7s %8s %5s", "case", "pass", "GFLOP", "kdet ms med/min", "GFLOP/s", "CPU ms",
+              "load");
+  if (have_torch)
+    std::printf(" %12s %7s %8s %5s %10s %10s", "torchvision ms", "GFLOP/s", "CPU ms", "load", "kdet/torch", "CPU ratio");
   std::printf("\n");
   for (const Row& r : rows)
     for (int pass = 0; pass < 2; ++pass) {
       const double gfl = pass ? 3 * r.gflop : r.gflop;
       const Timing t = pass ? r.fb : r.f;
-      std::printf("%-42s %-7s %6.2f %7.1f/%7.1f %7.1f %5.2f", pass ? "" : r.c->desc, pass ? "fwd+bwd" : "fwd", gfl,
-                  t.med, t.min, gfl / (t.med * 1e-3), r.load);
+      const double cpu = pass ? r.cpu_fb : r.cpu_f;
+      std::printf("%-42s %-7s %6.2f %7.1f/%7.1f %7.1f %8.0f %5.2f", pass ? "" : r.c->desc, pass ? "fwd+bwd" : "fwd",
+                  gfl, t.med, t.min, gfl / (t.med * 1e-3), cpu, r.load);
       if (have_torch && tr.count(r.c->name)) {
         const auto& j = tr[r.c->name];
         const double tms = j[pass ? "fwdbwd_ms" : "fwd_ms"].get<double>();
-        std::printf(" %19.1f %7.2f %5.2f %9.1fx", tms, gfl / (tms * 1e-3), j.value("load", 0.0), tms / t.med);
+        const double tcpu = j.value(pass ? "fwdbwd_cpu_ms" : "fwd_cpu_ms", 0.0);
+        std::printf(" %12.1f %7.2f %8.0f %5.2f %9.1fx %9.1fx", tms, gfl / (tms * 1e-3), tcpu, j.value("load", 0.0),
+                    tms / t.med, tcpu / cpu);
       }
       std::printf("\n");
     }
   std::printf("GFLOP = the equivalent convolution's GEMM (2*MACs, fwd+bwd 3x); kdet/torch = torchvision time / kdet "
-              "time (>1: kdet is faster); load = CPU cores used by other processes during the case.\n");
+              "time (>1: kdet is faster); CPU ms = process CPU time per call (all threads, warm-up included), CPU ratio = "
+              "torchvision / kdet: the fairer figure when the machine is shared; load = CPU cores used by other "
+              "processes during the case.\n");
 }
 
 }  // namespace kdet

@@ -1,12 +1,13 @@
 // bench/kdet_bench.cpp — `make bench`: this machine's FP32 peak, SGEMM and conv2d throughput, and the
 // same shapes in PyTorch (bench/torch_peers.py, when /usr/bin/python3 has torch) in the same run.
 //
-//   build/kdet_bench [--reps N] [--warmup N] [--no-torch] [--only conv|detector|all|case,case] [--python PATH]
-//                    [--no-detector] [--detector-size N] [--detector-reps N] [--detector-warmup N] ...
+//   build/kdet_bench [--reps N] [--warmup N] [--no-torch] [--only conv|detector|dcn|all|case,case] [--python PATH]
+//                    [--no-detector] [--no-dcn] [--detector-size N] [--detector-reps N] [--detector-warmup N] ...
 //
-// Sections: "conv" (this file) and "detector" (bench/bench_detector.cpp: RetinaNet R18/R50-FPN train step and
-// inference, each case in its own process for peak RSS). Both run by default; --only picks sections, or conv2d
-// case names (which select the conv section only).
+// Sections: "conv" (this file), "detector" (bench/bench_detector.cpp: RetinaNet R18/R50-FPN train step and
+// inference, each case in its own process for peak RSS) and "dcn" (bench/bench_dcn.cpp: deformable conv beside
+// torchvision.ops.deform_conv2d). All run by default; --only picks sections, or conv2d case names (which select
+// the conv section only).
 //
 // FLOPs: 2·MACs; forward+backward = 3× forward (2× backward), or 2× when the input needs no gradient
 // (the stem), as in specs/cpu_peers.md. Times are medians (and minima) of --reps runs after --warmup
@@ -37,6 +38,7 @@
 #include "engine/gemm.h"
 #include "engine/ops/conv2d.h"
 #include "engine/random.h"
+#include "bench/bench_dcn.h"
 #include "bench/bench_detector.h"
 #include "bench/bench_util.h"
 
@@ -284,7 +286,7 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows up line by line when redirected
   int reps = 9, warmup = 2;
   double wait_s = 20;
-  bool torch = true, conv = true, detector = true;
+  bool torch = true, conv = true, detector = true, dcn = true;
   std::string only, python = "/usr/bin/python3", det_case;
   DetectorBenchOptions dopt;
   for (int i = 1; i < argc; ++i) {
@@ -296,6 +298,7 @@ int main(int argc, char** argv) {
     else if (a == "--python" && i + 1 < argc) python = argv[++i];
     else if (a == "--wait-idle" && i + 1 < argc) wait_s = std::atof(argv[++i]);
     else if (a == "--no-detector") detector = false;
+    else if (a == "--no-dcn") dcn = false;
     else if (a == "--detector-size" && i + 1 < argc) dopt.size = std::atoi(argv[++i]);
     else if (a == "--detector-reps" && i + 1 < argc) dopt.reps = std::atoi(argv[++i]);
     else if (a == "--detector-warmup" && i + 1 < argc) dopt.warmup = std::atoi(argv[++i]);
@@ -310,7 +313,8 @@ int main(int argc, char** argv) {
           "                  [--detector-size N (512)] [--detector-reps N (7)] [--detector-warmup N (1)]\n"
           "                  [--detector-recipe mmdet|torchvision] [--detector-models r18,r50]\n"
           "                  [--detector-passes train,infer]\n"
-          "  --only: conv | detector | all, or conv2d case names (a,b; implies conv only)\n");
+          "  --only: conv | detector | dcn | all, or conv2d case names (a,b; implies conv only); --no-dcn skips the\n"
+          "  deformable-conv section (bench/bench_dcn.cpp, beside torchvision.ops.deform_conv2d)\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -323,16 +327,18 @@ int main(int argc, char** argv) {
     {
       std::stringstream ss(only);
       std::string t;
-      bool sections = false, cases = false, want_conv = false, want_det = false;
+      bool sections = false, cases = false, want_conv = false, want_det = false, want_dcn = false;
       while (std::getline(ss, t, ',')) {
         if (t == "conv") sections = want_conv = true;
         else if (t == "detector") sections = want_det = true;
-        else if (t == "all") sections = want_conv = want_det = true;
+        else if (t == "dcn") sections = want_dcn = true;
+        else if (t == "all") sections = want_conv = want_det = want_dcn = true;
         else if (!t.empty()) cases = true, sel.insert(t);
       }
       if (sections || cases) {
         conv = want_conv || cases;
         detector = detector && want_det;
+        dcn = dcn && want_dcn;
       }
     }
     const std::string conv_only = [&] {
@@ -349,6 +355,12 @@ int main(int argc, char** argv) {
     if (detector) {
       if (conv) std::printf("\n");
       run_detector_section(dopt, argv[0]);
+    }
+    if (dcn) {
+      if (conv || detector) std::printf("\n");
+      DcnBenchOptions o;
+      o.torch = torch, o.python = python, o.wait_s = wait_s;
+      run_dcn_section(o);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kdet_bench: %s\n", e.what());

@@ -4,7 +4,8 @@
 Same shapes, offsets and protocol as the C++ side (warm-up, then median and minimum of --reps timed runs; waits
 up to --wait-idle seconds for a quiet machine before each case). FP32, NCHW, no bias. "fwd" runs under no_grad;
 "fwdbwd" is the forward plus the backward of sum(y * gy) for the input, offset, (mask) and weight gradients.
-Prints one JSON object per line: {"name", "fwd_ms", "fwdbwd_ms", "fwd_min_ms", "fwdbwd_min_ms", "load"}.
+Prints one JSON object per line: {"name", "fwd_ms", "fwdbwd_ms", "fwd_min_ms", "fwdbwd_min_ms", "fwd_cpu_ms",
+"fwdbwd_cpu_ms" (process CPU time per call, all threads, warm-up included), "load"}.
 """
 import argparse
 import json
@@ -65,11 +66,16 @@ def main():
 
         wait_idle(args.wait_idle)
         b0, s0, t0 = _busy(), _self(), time.perf_counter()
+        calls = args.warmup + args.reps
+        c0 = _self()
         f, fmin = timed(fwd, args.warmup, args.reps)
+        c1 = _self()
         fb, fbmin = timed(fwdbwd, args.warmup, args.reps)
+        c2 = _self()
         load = ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
-        print(json.dumps({"name": name, "fwd_ms": f, "fwdbwd_ms": fb, "fwd_min_ms": fmin,
-                          "fwdbwd_min_ms": fbmin, "load": load}), flush=True)
+        print(json.dumps({"name": name, "fwd_ms": f, "fwdbwd_ms": fb, "fwd_min_ms": fmin, "fwdbwd_min_ms": fbmin,
+                          "fwd_cpu_ms": (c1 - c0) * 1e3 / calls, "fwdbwd_cpu_ms": (c2 - c1) * 1e3 / calls,
+                          "load": load}), flush=True)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ RetinaNetConfig RetinaNetConfig::from_config(const Config& c, const std::string&
   r.backbone.base_channels = c.get_int(k("base_channels"), 64);
   r.backbone.frozen_stages = static_cast<int>(c.get_int(k("frozen_stages"), 1));
   r.backbone.norm_eval = c.get_bool(k("norm_eval"), true);
+  resnet_dcn_from_config(c, sec, r.backbone);  // dcn = none|dcn|dcnv2, stage_with_dcn = 0,1,1,1 (dconv_c3-c5)
   r.neck.out_channels = c.get_int(k("neck_channels"), 256);
   r.sync_channels();
   r.head.feat_channels = c.get_int(k("feat_channels"), r.neck.out_channels);

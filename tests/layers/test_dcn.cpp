@@ -7,6 +7,7 @@
 #include "engine/ops/conv2d.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/unary.h"
+#include "detectors/retinanet.h"
 #include "layers/dcn.h"
 #include "layers/resnet.h"
 #include "tests/gradcheck.h"
@@ -200,4 +201,18 @@ TEST_CASE("dcn: config keys dcn / stage_with_dcn / fallback_on_stride; errors") 
   bad = with_dcn(resnet_cfg(50), ResNetCfg::Dcn::DCN);
   bad.stage_with_dcn = {true};
   CHECK_THROWS_WITH_AS(ResNet{bad}, doctest::Contains("stage_with_dcn has 1 entries"), Error);
+}
+
+TEST_CASE("dcn: RetinaNetConfig::from_config reads the DCN backbone keys (X101-DCN-style teacher)") {
+  Config c = Config::parse("[model]\ndepth = 50\ngroups = 4\nbase_width = 4\nbase_channels = 8\ndcn = dcn\n"
+                           "stage_with_dcn = 0,1,1,1\nneck_channels = 16\nnum_classes = 3\n");
+  RetinaNetConfig r = RetinaNetConfig::from_config(c, "model");
+  CHECK(r.backbone.dcn == ResNetCfg::Dcn::DCN);
+  CHECK(r.backbone.stage_with_dcn == std::vector<bool>{false, true, true, true});
+  RetinaNet net(r);
+  CHECK(net.find_parameter("backbone.layer2.0.conv2.conv_offset.weight") != nullptr);
+  CHECK(net.find_parameter("backbone.layer1.0.conv2.conv_offset.weight") == nullptr);
+  CHECK(dynamic_cast<DeformConv2dPack*>(net.find_module("backbone.layer4.2.conv2")) != nullptr);
+  Config plain = Config::parse("[model]\ndepth = 50\nbase_channels = 8\nneck_channels = 16\nnum_classes = 3\n");
+  CHECK(RetinaNetConfig::from_config(plain, "model").backbone.dcn == ResNetCfg::Dcn::None);
 }
