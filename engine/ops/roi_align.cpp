@@ -1,8 +1,11 @@
 // engine/ops/roi_align.cpp — RoIAlign forward and backward (CPU, f32/f64), mmcv / torchvision
 // semantics (see roi_align.h). The arithmetic follows torchvision's CPU kernel term by term (sample
-// positions, weights, summation order) so f32 results match it to rounding.
+// positions, weights, summation order) so f32 results match it to rounding. Two layouts: per channel
+// plane (few samples per feature element) and channels-last (vectorised over C, two transposes), chosen
+// by the sample count; they give bit-identical results.
 #include "engine/ops/roi_align.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -24,7 +27,7 @@ void check_args(const char* op, const Tensor& rois, DType feat_dtype, const RoIA
 // Bilinear sample of one point: 4 flat plane offsets and weights (weights 0 outside the map).
 template <class T>
 struct Sample {
-  int64_t p1, p2, p3, p4;
+  int32_t p1, p2, p3, p4;  // plane offsets (H*W < 2^31 is checked)
   T w1, w2, w3, w4;
 };
 
@@ -86,7 +89,8 @@ void roi_geometry(const T* r, int64_t H, int64_t W, const RoIAlignArgs& a, RoIGe
           }
           const T ly = y - static_cast<T>(y_low), lx = x - static_cast<T>(x_low);
           const T hy = T(1) - ly, hx = T(1) - lx;
-          s = {y_low * W + x_low, y_low * W + x_high, y_high * W + x_low, y_high * W + x_high,
+          s = {static_cast<int32_t>(y_low * W + x_low), static_cast<int32_t>(y_low * W + x_high),
+               static_cast<int32_t>(y_high * W + x_low), static_cast<int32_t>(y_high * W + x_high),
                hy * hx, hy * lx, ly * hx, ly * lx};
         }
       }
@@ -99,6 +103,51 @@ void validate_batch_indices(const char* op, const T* r, int64_t K, int64_t N) {
     KDET_CHECK(b >= 0 && b < static_cast<T>(N) && b == std::floor(b), op, ": RoI ", k, " has batch index ", b,
                " outside [0, ", N, ")");
   }
+}
+
+// [B, C, P] -> [B, P, C] (channels last) and back, in 32 x 32 tiles, parallel over B x tiles.
+template <class T>
+void to_channels_last(const T* src, T* dst, int64_t B, int64_t C, int64_t P) {
+  const int64_t tc = (C + 31) / 32, tp = (P + 31) / 32;
+#pragma omp parallel for schedule(static) if (B * C * P > (1 << 16))
+  for (int64_t t = 0; t < B * tc * tp; ++t) {
+    const int64_t b = t / (tc * tp), c0 = (t / tp) % tc * 32, p0 = t % tp * 32;
+    const T* s = src + b * C * P;
+    T* d = dst + b * C * P;
+    for (int64_t p = p0; p < std::min(P, p0 + 32); ++p)
+      for (int64_t c = c0; c < std::min(C, c0 + 32); ++c) d[p * C + c] = s[c * P + p];
+  }
+}
+
+template <class T>
+void to_channels_first(const T* src, T* dst, int64_t B, int64_t C, int64_t P) {
+  const int64_t tc = (C + 31) / 32, tp = (P + 31) / 32;
+#pragma omp parallel for schedule(static) if (B * C * P > (1 << 16))
+  for (int64_t t = 0; t < B * tc * tp; ++t) {
+    const int64_t b = t / (tc * tp), c0 = (t / tp) % tc * 32, p0 = t % tp * 32;
+    const T* s = src + b * C * P;
+    T* d = dst + b * C * P;
+    for (int64_t c = c0; c < std::min(C, c0 + 32); ++c)
+      for (int64_t p = p0; p < std::min(P, p0 + 32); ++p) d[c * P + p] = s[p * C + c];
+  }
+}
+
+// Geometry of every RoI (parallel over RoIs) and the total number of bilinear samples.
+template <class T>
+int64_t all_geometry(const T* rois, int64_t K, int64_t H, int64_t W, const RoIAlignArgs& a, std::vector<RoIGeom<T>>& geo) {
+  geo.resize(static_cast<size_t>(K));
+#pragma omp parallel for schedule(static) if (K > 16)
+  for (int64_t k = 0; k < K; ++k) roi_geometry(rois + k * 5, H, W, a, geo[k]);
+  int64_t total = 0;
+  for (const auto& g : geo) total += static_cast<int64_t>(g.samples.size());
+  return total;
+}
+
+// The channels-last kernels vectorise over C (the 4 corners of a sample are contiguous C-vectors) and pay
+// for two transposes: worth it when there are at least ~N*H*W/4 samples. Every output / gradient element
+// sees the same operations in the same order on both paths, so the results are bit-identical.
+bool use_channels_last(int64_t samples, int64_t N, int64_t C, int64_t H, int64_t W) {
+  return C >= 8 && samples * 4 >= N * H * W;
 }
 
 }  // namespace
@@ -114,7 +163,7 @@ Tensor roi_align(const Tensor& feat, const Tensor& rois, const RoIAlignArgs& a) 
   const int64_t N = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), K = rois.size(0);
   Tensor out = Tensor::zeros({K, C, a.out_h, a.out_w}, feat.dtype());
   if (K == 0 || C == 0) return out;
-  KDET_CHECK(H > 0 && W > 0, "roi_align: empty feature map ", feat.desc());
+  KDET_CHECK(H > 0 && W > 0 && H * W < (int64_t{1} << 31), "roi_align: bad feature map size ", feat.desc());
   const Tensor fc = feat.contiguous(), rc = rois.contiguous();
   dispatch_float(feat.dtype(), "roi_align", [&](auto tag) {
     using T = decltype(tag);
@@ -123,21 +172,51 @@ Tensor roi_align(const Tensor& feat, const Tensor& rois, const RoIAlignArgs& a) 
     T* po = out.data<T>();
     validate_batch_indices("roi_align", pr, K, N);
     const int64_t PHW = a.out_h * a.out_w;
+    std::vector<RoIGeom<T>> geo;
+    const int64_t samples = all_geometry(pr, K, H, W, a, geo);
+    if (!use_channels_last(samples, N, C, H, W)) {
 #pragma omp parallel for schedule(static) if (K * C * PHW > 4096)
-    for (int64_t k = 0; k < K; ++k) {
-      RoIGeom<T> g;
-      roi_geometry(pr + k * 5, H, W, a, g);
-      const int64_t per_bin = std::max<int64_t>(g.grid_h, 0) * std::max<int64_t>(g.grid_w, 0);
-      for (int64_t c = 0; c < C; ++c) {
-        const T* plane = pf + (g.batch * C + c) * H * W;
-        T* o = po + (k * C + c) * PHW;
+      for (int64_t k = 0; k < K; ++k) {
+        const RoIGeom<T>& g = geo[k];
+        const int64_t per_bin = std::max<int64_t>(g.grid_h, 0) * std::max<int64_t>(g.grid_w, 0);
+        for (int64_t c = 0; c < C; ++c) {
+          const T* plane = pf + (g.batch * C + c) * H * W;
+          T* o = po + (k * C + c) * PHW;
+          const Sample<T>* s = g.samples.data();
+          for (int64_t b = 0; b < PHW; ++b) {
+            T v = 0;
+            for (int64_t i = 0; i < per_bin; ++i, ++s)
+              v += s->w1 * plane[s->p1] + s->w2 * plane[s->p2] + s->w3 * plane[s->p3] + s->w4 * plane[s->p4];
+            o[b] = v / g.count;
+          }
+        }
+      }
+      return;
+    }
+    std::vector<T> fl(static_cast<size_t>(N * C * H * W));
+    to_channels_last(pf, fl.data(), N, C, H * W);
+#pragma omp parallel
+    {
+      std::vector<T> acc(static_cast<size_t>(PHW * C));
+#pragma omp for schedule(static)
+      for (int64_t k = 0; k < K; ++k) {
+        const RoIGeom<T>& g = geo[k];
+        const int64_t per_bin = std::max<int64_t>(g.grid_h, 0) * std::max<int64_t>(g.grid_w, 0);
+        const T* base = fl.data() + g.batch * H * W * C;
         const Sample<T>* s = g.samples.data();
         for (int64_t b = 0; b < PHW; ++b) {
-          T v = 0;
-          for (int64_t i = 0; i < per_bin; ++i, ++s)
-            v += s->w1 * plane[s->p1] + s->w2 * plane[s->p2] + s->w3 * plane[s->p3] + s->w4 * plane[s->p4];
-          o[b] = v / g.count;
+          T* ob = acc.data() + b * C;
+          std::fill(ob, ob + C, T(0));
+          for (int64_t i = 0; i < per_bin; ++i, ++s) {
+            const T *x1 = base + int64_t{s->p1} * C, *x2 = base + int64_t{s->p2} * C;
+            const T *x3 = base + int64_t{s->p3} * C, *x4 = base + int64_t{s->p4} * C;
+            const T w1 = s->w1, w2 = s->w2, w3 = s->w3, w4 = s->w4;
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) ob[c] += w1 * x1[c] + w2 * x2[c] + w3 * x3[c] + w4 * x4[c];
+          }
+          for (int64_t c = 0; c < C; ++c) ob[c] = ob[c] / g.count;
         }
+        to_channels_first(acc.data(), po + k * C * PHW, 1, C, PHW);
       }
     }
   });
@@ -154,6 +233,7 @@ Tensor roi_align_backward(const Tensor& grad_out, const Tensor& rois, const Shap
   if (!grad_out.device().is_cpu()) no_kernel("roi_align_backward", grad_out.device());
   Tensor gx = Tensor::zeros(fs, grad_out.dtype());
   if (K == 0 || N * C * H * W == 0) return gx;
+  KDET_CHECK(H * W < (int64_t{1} << 31), "roi_align_backward: feature map ", fs, " too large");
   const Tensor gc = grad_out.contiguous(), rc = rois.contiguous();
   dispatch_float(grad_out.dtype(), "roi_align_backward", [&](auto tag) {
     using T = decltype(tag);
@@ -161,35 +241,67 @@ Tensor roi_align_backward(const Tensor& grad_out, const Tensor& rois, const Shap
     const T* pr = rc.data<T>();
     T* px = gx.data<T>();
     validate_batch_indices("roi_align_backward", pr, K, N);
-    // Geometry once per RoI (shared by all channels), then each (image, channel) plane is owned by one
-    // thread, which adds its image's RoIs in input order: deterministic, no atomics.
-    std::vector<RoIGeom<T>> geo(static_cast<size_t>(K));
-#pragma omp parallel for schedule(static) if (K > 16)
-    for (int64_t k = 0; k < K; ++k) roi_geometry(pr + k * 5, H, W, a, geo[k]);
+    // Geometry once per RoI (shared by all channels); then every feature element is owned by one thread,
+    // which adds its image's RoIs in input order: deterministic, no atomics.
+    std::vector<RoIGeom<T>> geo;
+    const int64_t samples = all_geometry(pr, K, H, W, a, geo);
     std::vector<std::vector<int64_t>> by_image(static_cast<size_t>(N));
     for (int64_t k = 0; k < K; ++k) by_image[geo[k].batch].push_back(k);
     const int64_t PHW = a.out_h * a.out_w;
+    if (!use_channels_last(samples, N, C, H, W)) {
 #pragma omp parallel for schedule(static) if (K * C * PHW > 4096)
-    for (int64_t plane = 0; plane < N * C; ++plane) {
-      const int64_t n = plane / C, c = plane % C;
-      T* gp = px + plane * H * W;
+      for (int64_t plane = 0; plane < N * C; ++plane) {
+        const int64_t n = plane / C, c = plane % C;
+        T* gp = px + plane * H * W;
+        for (int64_t k : by_image[n]) {
+          const RoIGeom<T>& g = geo[k];
+          const int64_t per_bin = std::max<int64_t>(g.grid_h, 0) * std::max<int64_t>(g.grid_w, 0);
+          const T* go = pg + (k * C + c) * PHW;
+          const Sample<T>* s = g.samples.data();
+          for (int64_t b = 0; b < PHW; ++b) {
+            const T gb = go[b];
+            for (int64_t i = 0; i < per_bin; ++i, ++s) {
+              if (s->w1 == T(0) && s->w2 == T(0) && s->w3 == T(0) && s->w4 == T(0)) continue;
+              gp[s->p1] += gb * s->w1 / g.count;
+              gp[s->p2] += gb * s->w2 / g.count;
+              gp[s->p3] += gb * s->w3 / g.count;
+              gp[s->p4] += gb * s->w4 / g.count;
+            }
+          }
+        }
+      }
+      return;
+    }
+    // channels last: grad_out -> [K, PHW, C], gradient [N, H*W, C]; threads own (image, 32-channel block)
+    std::vector<T> gl(static_cast<size_t>(K * PHW * C)), xl(static_cast<size_t>(N * H * W * C), T(0));
+    to_channels_last(pg, gl.data(), K, C, PHW);
+    const int64_t CB = 32, nb = (C + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+    for (int64_t task = 0; task < N * nb; ++task) {
+      const int64_t n = task / nb, c0 = task % nb * CB, cn = std::min(C, c0 + CB) - c0;
+      T* base = xl.data() + n * H * W * C + c0;
       for (int64_t k : by_image[n]) {
         const RoIGeom<T>& g = geo[k];
         const int64_t per_bin = std::max<int64_t>(g.grid_h, 0) * std::max<int64_t>(g.grid_w, 0);
-        const T* go = pg + (k * C + c) * PHW;
         const Sample<T>* s = g.samples.data();
         for (int64_t b = 0; b < PHW; ++b) {
-          const T gb = go[b];
+          const T* gb = gl.data() + (k * PHW + b) * C + c0;
           for (int64_t i = 0; i < per_bin; ++i, ++s) {
             if (s->w1 == T(0) && s->w2 == T(0) && s->w3 == T(0) && s->w4 == T(0)) continue;
-            gp[s->p1] += gb * s->w1 / g.count;
-            gp[s->p2] += gb * s->w2 / g.count;
-            gp[s->p3] += gb * s->w3 / g.count;
-            gp[s->p4] += gb * s->w4 / g.count;
+            const T cnt = g.count;
+            const int32_t ps[4] = {s->p1, s->p2, s->p3, s->p4};
+            const T ws[4] = {s->w1, s->w2, s->w3, s->w4};
+            for (int j = 0; j < 4; ++j) {  // corner by corner, as the plane kernel (corners may coincide)
+              T* d = base + int64_t{ps[j]} * C;
+              const T w = ws[j];
+#pragma omp simd
+              for (int64_t c = 0; c < cn; ++c) d[c] += gb[c] * w / cnt;
+            }
           }
         }
       }
     }
+    to_channels_first(xl.data(), px, N, C, H * W);
   });
   return gx;
 }
