@@ -176,7 +176,8 @@ std::vector<Tensor> RepPointsHead::decode_boxes(const std::vector<Var>& pts, int
                m.data().desc(), " image ", n);
     const int64_t H = m.size(2), W = m.size(3);
     Tensor rows = dense_to_rows(m.data().select(0, n), 2 * cfg_.num_points);  // f32 [H*W, 2P]
-    Tensor box = points2bbox(Var(rows), true).data().contiguous();
+    if (mt_) rows = rows.to(mt_->dtype());                                     // f64 models
+    Tensor box = points2bbox(Var(rows), true).data().to(DType::F32).contiguous();
     Tensor pri = points_.grid_points(l, H, W, true);
     const float* pp = pri.data<float>();
     float* pbx = box.data<float>();
