@@ -15,6 +15,9 @@
 // bilinearly: 0 when h <= −1, h >= H, w <= −1 or w >= W; otherwise the four integer neighbours weighted
 // (1−lh)(1−lw), (1−lh)lw, lh(1−lw), lh·lw with corners outside the map reading 0. The sample is multiplied
 // by mask (v2); y = Σ_{c,i,j} w[co, c, i, j] · sample + b[co]. Zero offsets (and mask 1) give conv2d.
+// d offset follows mmcv: 0 for a sample outside (−1, H) × (−1, W). torchvision agrees everywhere except exactly
+// on h = −1 or w = −1, where it returns the one-sided derivative (checked with torchvision 0.14: measure zero).
+// A NaN offset gives a NaN sample (not "outside"), so a diverging offset branch is visible.
 //
 // Inputs smaller than the kernel (H < KH or W < KW, allowed whenever Ho, Wo >= 1 thanks to padding) are
 // computed directly. mmcv's DeformConv2d.forward instead zero-pads x and offset at the bottom/right to
