@@ -7,6 +7,23 @@
 
 namespace kdet {
 
+Tensor argmax_foreground(const Tensor& cls_score, int64_t num_classes) {
+  Tensor cls = cls_score.to(DType::F32).contiguous();
+  KDET_CHECK(cls.ndim() == 2 && cls.size(1) == num_classes + 1, "argmax_foreground: cls_score ", cls.desc(),
+             " for ", num_classes, " classes");
+  const int64_t K = cls.size(0), C = num_classes;
+  Tensor out = Tensor::empty({K}, DType::I64);
+  const float* pc = cls.data<float>();
+  int64_t* po = out.data<int64_t>();
+  for (int64_t k = 0; k < K; ++k) {
+    int64_t best = 0;  // first maximum, as torch.argmax
+    for (int64_t c = 1; c < C; ++c)
+      if (pc[k * (C + 1) + c] > pc[k * (C + 1) + best]) best = c;
+    po[k] = best;
+  }
+  return out;
+}
+
 MaxIoUAssigner RoIHeadConfig::rcnn_assigner(double iou) {
   MaxIoUAssigner a;
   a.pos_iou_thr = a.neg_iou_thr = a.min_pos_iou = iou;
@@ -109,16 +126,11 @@ std::vector<Tensor> RoIHead::refine(int stage, const RoIStageResult& r, const st
   const int64_t C = h.num_classes(), R = r.targets.size();
   // labels: the targets', negatives replaced by the argmax of the C foreground logits
   Tensor labels = r.targets.labels.clone();
-  Tensor cls = r.out.cls_score.data().to(DType::F32).contiguous();
+  Tensor best = argmax_foreground(r.out.cls_score.data(), C);
   int64_t* pl = labels.data<int64_t>();
-  const float* pc = cls.data<float>();
-  for (int64_t k = 0; k < R; ++k) {
-    if (pl[k] != C) continue;
-    int64_t best = 0;
-    for (int64_t c = 1; c < C; ++c)
-      if (pc[k * (C + 1) + c] > pc[k * (C + 1) + best]) best = c;
-    pl[k] = best;
-  }
+  const int64_t* pb = best.data<int64_t>();
+  for (int64_t k = 0; k < R; ++k)
+    if (pl[k] == C) pl[k] = pb[k];
   std::vector<Tensor> is_gt;
   for (const auto& s : r.samples) is_gt.push_back(s.pos_is_gt);
   return h.refine_bboxes(r.rois, labels, r.out.bbox_pred.data(), is_gt, geo);
@@ -159,40 +171,32 @@ LossList RoIHead::loss(const std::vector<Var>& feats, const std::vector<Tensor>&
   return out;
 }
 
-RoIPredictResult RoIHead::predict(const std::vector<Var>& feats, const std::vector<Tensor>& proposals,
-                                  const std::vector<ImageGeometry>& geo, const RCNNTestConfig* test) {
-  KDET_CHECK(proposals.size() == geo.size(), "RoIHead::predict: ", proposals.size(), " proposal lists for ",
-             geo.size(), " images");
-  const RCNNTestConfig& tc = test ? *test : cfg_.test;
-  const int64_t N = static_cast<int64_t>(geo.size());
+RoIPredictResult RoIHead::forward_rois(const std::vector<Var>& feats, const Tensor& rois_in,
+                                       const std::vector<ImageGeometry>& geo) {
   RoIPredictResult res;
-  res.rois = bbox2roi(proposals);
-  const int64_t K = res.rois.size(0);
-  std::vector<int64_t> counts;
-  for (const auto& p : proposals) counts.push_back(p.size(0));
-  if (K == 0) {
-    res.detections.assign(N, Detections::empty());
-    return res;
+  res.rois = rois_in.to(DType::F32).contiguous();
+  KDET_CHECK(res.rois.ndim() == 2 && res.rois.size(1) == 5, "RoIHead::forward_rois: rois must be [K, 5], got ",
+             res.rois.desc());
+  const int64_t K = res.rois.size(0), N = static_cast<int64_t>(geo.size());
+  // rows per image (grouped by ascending batch index, as bbox2roi makes them)
+  std::vector<int64_t> counts(N, 0);
+  const float* pr = res.rois.data<float>();
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t b = static_cast<int64_t>(pr[k * 5]);
+    KDET_CHECK(b >= 0 && b < N && (k == 0 || b >= static_cast<int64_t>(pr[(k - 1) * 5])),
+               "RoIHead::forward_rois: RoI ", k, " has batch index ", b, " (", N,
+               " images; rows must be grouped by ascending image)");
+    ++counts[b];
   }
   Var logit_sum;
   BBoxHeadOutputs o;
   for (int s = 0; s < num_stages(); ++s) {
     o = forward_stage(s, feats, res.rois);
     logit_sum = s == 0 ? o.cls_score : logit_sum + o.cls_score;
-    if (s + 1 < num_stages()) {
-      const Shared2FCBBoxHead& h = *heads_[s];
-      const int64_t C = h.num_classes();
+    if (s + 1 < num_stages() && K > 0) {
       // regress every RoI with its argmax foreground class (image by image, order kept)
-      Tensor cls = o.cls_score.data().to(DType::F32).contiguous();
-      const float* pc = cls.data<float>();
-      Tensor labels = Tensor::empty({K}, DType::I64);
-      int64_t* pl = labels.data<int64_t>();
-      for (int64_t k = 0; k < K; ++k) {
-        int64_t best = 0;
-        for (int64_t c = 1; c < C; ++c)
-          if (pc[k * (C + 1) + c] > pc[k * (C + 1) + best]) best = c;
-        pl[k] = best;
-      }
+      const Shared2FCBBoxHead& h = *heads_[s];
+      Tensor labels = argmax_foreground(o.cls_score.data(), h.num_classes());
       std::vector<Tensor> parts;
       int64_t start = 0;
       for (int64_t i = 0; i < N; ++i) {
@@ -205,12 +209,33 @@ RoIPredictResult RoIHead::predict(const std::vector<Var>& feats, const std::vect
       res.rois = ops::concat(parts, 0);
     }
   }
-  res.cls_score = num_stages() == 1 ? logit_sum : logit_sum / Var(Tensor::scalar(static_cast<double>(num_stages()), logit_sum.dtype()));
+  res.cls_score = num_stages() == 1
+                      ? logit_sum
+                      : logit_sum / Var(Tensor::scalar(static_cast<double>(num_stages()), logit_sum.dtype()));
   res.bbox_pred = o.bbox_pred;
+  res.counts = counts;
+  return res;
+}
+
+RoIPredictResult RoIHead::predict(const std::vector<Var>& feats, const std::vector<Tensor>& proposals,
+                                  const std::vector<ImageGeometry>& geo, const RCNNTestConfig* test) {
+  KDET_CHECK(proposals.size() == geo.size(), "RoIHead::predict: ", proposals.size(), " proposal lists for ",
+             geo.size(), " images");
+  const RCNNTestConfig& tc = test ? *test : cfg_.test;
+  const int64_t N = static_cast<int64_t>(geo.size());
+  Tensor rois = bbox2roi(proposals);
+  if (rois.size(0) == 0) {
+    RoIPredictResult res;
+    res.rois = rois;
+    res.counts.assign(N, 0);
+    res.detections.assign(N, Detections::empty());
+    return res;
+  }
+  RoIPredictResult res = forward_rois(feats, rois, geo);
   const Shared2FCBBoxHead& last = *heads_.back();
   int64_t start = 0;
   for (int64_t i = 0; i < N; ++i) {
-    const int64_t n = counts[i];
+    const int64_t n = res.counts[i];
     res.detections.push_back(last.get_bboxes(res.rois.slice(0, start, start + n),
                                              res.cls_score.data().slice(0, start, start + n),
                                              res.bbox_pred.data().slice(0, start, start + n), geo[i], tc));

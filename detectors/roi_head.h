@@ -61,13 +61,17 @@ struct RoIStageResult {
   LossList losses;  // this stage's {"loss_cls", "loss_bbox"}, NOT multiplied by the stage weight
 };
 
-// What inference computed (taps).
+// What the test-time RoI path computed (taps).
 struct RoIPredictResult {
   Tensor rois;      // f32 [K, 5] the last stage's input RoIs
   Var cls_score;    // [K, C+1] logits (cascade: mean over the stages)
   Var bbox_pred;    // [K, 4C | 4] the last stage's deltas
-  std::vector<Detections> detections;
+  std::vector<int64_t> counts;         // RoIs per image
+  std::vector<Detections> detections;  // predict() only
 };
+
+// i64 [K]: argmax over the C foreground columns of [K, C+1] logits (first maximum wins).
+Tensor argmax_foreground(const Tensor& cls_score, int64_t num_classes);
 
 class RoIHead : public Module {
  public:
@@ -95,7 +99,13 @@ class RoIHead : public Module {
   LossList loss(const std::vector<Var>& feats, const std::vector<Tensor>& proposals,
                 const std::vector<GtInstances>& gts, const std::vector<ImageGeometry>& geo, Generator& g,
                 std::vector<RoIStageResult>* stages = nullptr);
-  // Inference on per-image proposals ([n_i, 4+]); test = cfg.test when null.
+  // The test-time path on given RoIs [K, 5] (rows grouped by ascending image): each stage's head, the
+  // cascade regression between stages, the stage-mean logits; no post-processing. Differentiable w.r.t.
+  // feats (e.g. a teacher's RoI logits on a student's RoIs for logit KD).
+  RoIPredictResult forward_rois(const std::vector<Var>& feats, const Tensor& rois,
+                                const std::vector<ImageGeometry>& geo);
+  // Inference on per-image proposals ([n_i, 4+]): forward_rois + get_bboxes per image (test = cfg.test
+  // when null).
   RoIPredictResult predict(const std::vector<Var>& feats, const std::vector<Tensor>& proposals,
                            const std::vector<ImageGeometry>& geo, const RCNNTestConfig* test = nullptr);
 

@@ -13,6 +13,7 @@
 #include "detectors/two_stage.h"
 #include "distill/distiller.h"
 #include "engine/ops/reduce.h"
+#include "engine/ops/shape_ops.h"
 #include "engine/optim.h"
 #include "tests/fixtures.h"
 #include "tests/gradcheck.h"
@@ -292,6 +293,13 @@ TEST_CASE("rcnn cascade head: parity of 3 stages (per-stage IoU / stds, refineme
   check_close(p.rois, f->at("test_rois2"), 1e-5, 1e-4, "stage-3 input rois");
   check_close(p.cls_score.data(), f->at("test_cls_score"), 1e-4, 1e-5, "stage-mean logits");
   check_detections(p.detections, *f, "cascade");
+  CHECK(p.counts == std::vector<int64_t>{30, 30});
+  // forward_rois: the same logits on the same RoIs; rows must be grouped by image
+  Tensor rois = bbox2roi(sc.test_proposals);
+  check_close(h.forward_rois(sc.feats, rois, sc.geo).cls_score.data(), f->at("test_cls_score"), 1e-4, 1e-5,
+              "forward_rois logits");
+  Tensor swapped = ops::concat({rois.slice(0, 30, 60), rois.slice(0, 0, 30)}, 0);
+  CHECK_THROWS_WITH_AS(h.forward_rois(sc.feats, swapped, sc.geo), doctest::Contains("grouped by ascending image"), Error);
 }
 
 TEST_CASE("rcnn bbox head: no positives, empty inputs, refinement drops the GT rows") {
