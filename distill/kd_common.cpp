@@ -4,6 +4,7 @@
 
 #include "engine/ops/compare.h"
 #include "engine/ops/elementwise.h"
+#include "engine/ops/masked_conv2d.h"
 #include "engine/ops/matmul.h"
 #include "engine/ops/norm.h"
 #include "engine/ops/reduce.h"
@@ -60,14 +61,15 @@ Tensor topk_keep_mask(const Tensor& scores, int64_t k) {
   KDET_CHECK(scores.ndim() == 2, "topk_keep_mask: expects [N, L] scores, got ", scores.desc());
   const int64_t N = scores.size(0), L = scores.size(1);
   KDET_CHECK(k >= 0 && k <= L, "topk_keep_mask: k = ", k, " for rows of length ", L);
+  const Tensor hs = scores.to(Device::cpu());  // the mask is built on the host (device scores are copied)
   Tensor keep = Tensor::ones({N, L}, DType::F64);
   double* pk = keep.data<double>();
   for (int64_t n = 0; n < N; ++n) {
-    Tensor idx = ops::topk_indices(scores.select(0, n), k);  // descending, ties -> lower index first
+    Tensor idx = ops::topk_indices(hs.select(0, n), k);  // descending, ties -> lower index first
     const int64_t* pi = idx.data<int64_t>();
     for (int64_t j = 0; j < k; ++j) pk[n * L + pi[j]] = 0.0;
   }
-  return keep.to(scores.dtype());
+  return keep.to(scores.dtype()).to(scores.device());
 }
 
 void check_levels(const char* who, const std::vector<Var>& S, const std::vector<Tensor>& T, bool same_channels) {
@@ -115,6 +117,13 @@ GeneratorBlock::GeneratorBlock(int64_t c) {
   emplace_back<Conv2d>(c, c, 3, 1, 1);
   emplace_back<ReLU>();
   emplace_back<Conv2d>(c, c, 3, 1, 1);
+}
+
+Var GeneratorBlock::forward_masked(const Var& x, const Tensor& m) {
+  auto& c0 = static_cast<Conv2d&>((*this)[0]);
+  const ConvSpec& sp = c0.spec();
+  Var h = relu(masked_conv2d(x, m, c0.weight(), c0.bias(), Conv2dArgs::make(sp.stride, sp.padding, sp.dilation, sp.groups)));
+  return (*this)[2].forward(h);
 }
 
 std::unique_ptr<Conv2d> make_align(int64_t cs, int64_t ct) { return std::make_unique<Conv2d>(cs, ct, 1, 1, 0); }

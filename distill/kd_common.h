@@ -109,6 +109,9 @@ class GeneratorBlock : public Sequential {
  public:
   explicit GeneratorBlock(int64_t channels);
   const char* type_name() const override { return "GeneratorBlock"; }
+  // forward(x ⊙ m) for a constant mask m [N, 1, H, W] or [N, C, 1, 1]: the first conv only touches the
+  // unmasked part of x (engine/ops/masked_conv2d.h), so its cost is ∝ the kept fraction.
+  Var forward_masked(const Var& x, const Tensor& m);
 };
 
 // A 1×1 Conv2d C_s -> C_t with bias (align / adapter conv).

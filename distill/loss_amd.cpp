@@ -51,12 +51,15 @@ KdResult AMDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>& 
     if (cfg_.mask_mode == AMDMaskMode::TopK)
       keep = topk_keep_mask(A.reshape({N, H * W}), topk_count(cfg_.mask_ratio, H * W)).reshape({N, 1, H, W});
     else
-      keep = ops::where(ops::gt_scalar(A, 1.0), Tensor::zeros({N, H, W}, A.dtype()), 1.0).reshape({N, 1, H, W});
+      keep = ops::where(ops::gt_scalar(A, 1.0), Tensor::zeros({N, H, W}, A.dtype(), A.device()), 1.0)
+                 .reshape({N, 1, H, W});
     Var s = L.align ? L.align->forward(S[i]) : S[i];
     KDET_CHECK(s.size(1) == C, "AMDLoss: level ", i, " aligned student ", s.data().desc(), " vs teacher ", T[i].desc());
     Var x = s * Var(keep);
     Var gate = L.se->forward(mean(x, {2, 3}));  // [N, C]
-    Var g = L.gen->forward(x * reshape(gate, {N, C, 1, 1}));
+    // x ⊙ gate = (s ⊙ gate) ⊙ keep bit for bit (keep is 0/1), so the generator's first conv can skip the
+    // masked positions.
+    Var g = L.gen->forward_masked(s * reshape(gate, {N, C, 1, 1}), keep);
     Var d = g - Var(T[i]);
     Var dis = sum(d * d) * invN;
     Var li = dis * cfg_.alpha;

@@ -48,8 +48,8 @@ KdResult DMKDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>&
     Var s = L.align ? L.align->forward(S[i]) : S[i];
     KDET_CHECK(s.size(1) == C, "DMKDLoss: level ", i, " aligned student ", s.data().desc(), " vs teacher ",
                T[i].desc());
-    Var rs = L.gen_s->forward(s * Var(keep_s));
-    Var rc = L.gen_c->forward(s * Var(keep_c));
+    Var rs = L.gen_s->forward_masked(s, keep_s);
+    Var rc = L.gen_c->forward_masked(s, keep_c);
     Var w = softmax(*L.fuse, 0);
     Var f = rs * select(w, 0, 0) + rc * select(w, 0, 1);
     Var d = f - Var(T[i]);

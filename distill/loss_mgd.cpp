@@ -41,8 +41,9 @@ KdResult MGDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>& 
     Var s = L.align ? L.align->forward(S[i]) : S[i];
     KDET_CHECK(s.size(1) == T[i].size(1), "MGDLoss: level ", i, " aligned student ", s.data().desc(), " vs teacher ",
                T[i].desc());
-    const Tensor keep = ops::where(ops::gt_scalar(rand[i], 1.0 - cfg_.lambda_mgd), Tensor::zeros(want, T[i].dtype()), 1.0);
-    Var g = L.gen->forward(s * Var(keep));
+    const Tensor keep = ops::where(ops::gt_scalar(rand[i], 1.0 - cfg_.lambda_mgd),
+                                   Tensor::zeros(want, T[i].dtype(), T[i].device()), 1.0);
+    Var g = L.gen->forward_masked(s, keep);
     Var d = g - Var(T[i]);
     Var dis = sum(d * d) * invN;
     Var li = dis * cfg_.alpha_mgd;

@@ -4,10 +4,9 @@
 
 #include <algorithm>
 
-#include "engine/ops/conv2d.h"
 #include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
-#include "engine/ops/reduce.h"
+#include "engine/ops/sep_filter2d.h"
 
 namespace kdet::kd {
 
@@ -35,81 +34,241 @@ Tensor gaussian_window(int64_t w, double sigma) {
 
 namespace {
 
-// y = separable zero-padded filter of x, both contiguous [P, H, W].
+constexpr int kSsimMaps = 3;  // coefficient maps a, b, c saved for the backward
+
+// Forward of one plane: x, y [H·W]. Writes the coefficient maps (kd_losses.md §5c) to abc[k·HW + i] and,
+// when map != null, SSIM; returns Σ_i (1 − SSIM_i). scratch: 6·HW + sep_filter_scratch.
 template <class T>
-void sep_filter_cpu(const T* x, T* y, int64_t P, int64_t H, int64_t W, const std::vector<double>& gd) {
-  const int64_t w = static_cast<int64_t>(gd.size()), r = w / 2;
-  std::vector<T> g(gd.begin(), gd.end());
-#pragma omp parallel if (P * H * W * w > cpu::kParallelGrain)
-  {
-    std::vector<T> tmp(H * W);
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < P; ++p) {
-      const T* xp = x + p * H * W;
-      T* yp = y + p * H * W;
-      for (int64_t h = 0; h < H; ++h) {  // rows
-        const T* xr = xp + h * W;
-        T* tr = tmp.data() + h * W;
-        for (int64_t c = 0; c < W; ++c) {
-          const int64_t j0 = std::max<int64_t>(0, r - c), j1 = std::min<int64_t>(w, W + r - c);
-          T acc = 0;
-          for (int64_t j = j0; j < j1; ++j) acc += g[j] * xr[c + j - r];
-          tr[c] = acc;
-        }
-      }
-      for (int64_t h = 0; h < H; ++h) {  // columns
-        const int64_t i0 = std::max<int64_t>(0, r - h), i1 = std::min<int64_t>(w, H + r - h);
-        T* yr = yp + h * W;
-        for (int64_t c = 0; c < W; ++c) yr[c] = 0;
-        for (int64_t i = i0; i < i1; ++i) {
-          const T gi = g[i];
-          const T* tr = tmp.data() + (h + i - r) * W;
-          for (int64_t c = 0; c < W; ++c) yr[c] += gi * tr[c];
-        }
-      }
+double ssim_plane_forward(const T* x, const T* y, int64_t H, int64_t W, const T* g, int64_t w, T C1, T C2, T* abc,
+                          T* map, T* scratch) {
+  const int64_t HW = H * W;
+  T* prod = scratch;
+  T* f = scratch + HW;  // 5 filtered maps: μx, μy, g∗x², g∗y², g∗xy
+  T* fs = scratch + 6 * HW;
+  cpu::sep_filter_plane<T>(x, f, H, W, g, w, fs);
+  cpu::sep_filter_plane<T>(y, f + HW, H, W, g, w, fs);
+  for (int k = 0; k < 3; ++k) {
+    const T* u = k == 1 ? y : x;
+    const T* v = k == 0 ? x : y;
+#pragma omp simd
+    for (int64_t i = 0; i < HW; ++i) prod[i] = u[i] * v[i];
+    cpu::sep_filter_plane<T>(prod, f + (2 + k) * HW, H, W, g, w, fs);
+  }
+  double loss = 0;
+  for (int64_t i = 0; i < HW; ++i) {
+    const T mx = f[i], my = f[HW + i];
+    const T mx2 = mx * mx, my2 = my * my, mxy = mx * my;
+    const T sxx = f[2 * HW + i] - mx2, syy = f[3 * HW + i] - my2, sxy = f[4 * HW + i] - mxy;
+    const T A1 = mxy * T(2) + C1, A2 = sxy * T(2) + C2, B1 = mx2 + my2 + C1, B2 = sxx + syy + C2;
+    const T den = B1 * B2;
+    const T S = (A1 * A2) / den;
+    loss += static_cast<double>(T(1) - S);
+    if (map) map[i] = S;
+    abc[i] = T(2) * (my * (A2 - A1) + S * mx * (B1 - B2)) / den;  // ∂S/∂μx
+    abc[HW + i] = T(2) * A1 / den;                                // ∂S/∂(g∗xy)
+    abc[2 * HW + i] = T(-2) * S / B2;                             // 2·∂S/∂(g∗x²)
+  }
+  return loss;
+}
+
+// dx [H·W] = g∗(G·a) + y⊙g∗(G·b) + x⊙g∗(G·c), G the upstream map gradient (or the constant gs when
+// G == null). scratch: 4·HW + sep_filter_scratch.
+template <class T>
+void ssim_plane_backward(const T* x, const T* y, const T* abc, const T* G, T gs, int64_t H, int64_t W, const T* g,
+                         int64_t w, T* dx, T* scratch) {
+  const int64_t HW = H * W;
+  T* in = scratch;
+  T* f = scratch + HW;  // 3 filtered maps
+  T* fs = scratch + 4 * HW;
+  for (int k = 0; k < kSsimMaps; ++k) {
+    const T* src = abc + k * HW;
+    if (G) {
+#pragma omp simd
+      for (int64_t i = 0; i < HW; ++i) in[i] = G[i] * src[i];
+      src = in;
     }
+    cpu::sep_filter_plane<T>(src, f + k * HW, H, W, g, w, fs);
+  }
+#pragma omp simd
+  for (int64_t i = 0; i < HW; ++i) {
+    const T v = f[i] + y[i] * f[HW + i] + x[i] * f[2 * HW + i];
+    dx[i] = G ? v : gs * v;
   }
 }
 
-Tensor sep_filter(const Tensor& x, const std::vector<double>& g) {
-  KDET_CHECK(x.ndim() == 4, "kd_gaussian_filter: expects [N, C, H, W], got ", x.desc());
-  KDET_CHECK(x.device().is_cpu(), "kd_gaussian_filter: CPU only (got ", x.desc(), ")");
-  const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  const int64_t P = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
-  dispatch_float(x.dtype(), "kd_gaussian_filter", [&](auto tag) {
+struct SsimFwd {
+  Tensor abc;     // [P, 3, H, W] coefficient maps
+  Tensor map;     // SSIM map (when asked for)
+  double loss_sum = 0;  // Σ (1 − SSIM) over every element
+};
+
+// x, y contiguous [N, C, H, W] of one dtype.
+SsimFwd ssim_forward(const Tensor& x, const Tensor& y, const std::vector<double>& g, double C1, double C2,
+                     bool want_map) {
+  KDET_CHECK(x.ndim() == 4 && x.shape() == y.shape() && x.dtype() == y.dtype(), "kd_ssim: x ", x.desc(), " and y ",
+             y.desc(), " must be [N, C, H, W] of one shape and dtype");
+  KDET_CHECK(x.device().is_cpu() && y.device().is_cpu(), "kd_ssim: CPU only (got ", x.desc(), ")");
+  const int64_t P = x.size(0) * x.size(1), H = x.size(2), W = x.size(3), HW = H * W, w = static_cast<int64_t>(g.size());
+  SsimFwd r;
+  r.abc = Tensor::empty({P, kSsimMaps, H, W}, x.dtype());
+  if (want_map) r.map = Tensor::empty(x.shape(), x.dtype());
+  std::vector<double> part(P);
+  dispatch_float(x.dtype(), "kd_ssim", [&](auto tag) {
     using T = decltype(tag);
-    sep_filter_cpu<T>(xc.data<T>(), y.data<T>(), P, H, W, g);
+    const std::vector<T> gt(g.begin(), g.end());
+    const T* px = x.data<T>();
+    const T* py = y.data<T>();
+    T* pa = r.abc.data<T>();
+    T* pm = want_map ? r.map.data<T>() : nullptr;
+#pragma omp parallel if (P * HW * w > cpu::kParallelGrain)
+    {
+      std::vector<T> scratch(6 * HW + cpu::sep_filter_scratch(H, W, w));
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < P; ++p)
+        part[p] = ssim_plane_forward<T>(px + p * HW, py + p * HW, H, W, gt.data(), w, T(C1), T(C2),
+                                        pa + p * kSsimMaps * HW, pm ? pm + p * HW : nullptr, scratch.data());
+    }
   });
-  return y;
+  for (double v : part) r.loss_sum += v;  // planes in order: deterministic
+  return r;
+}
+
+// dx for the upstream map gradient G (defined) or the constant gs.
+Tensor ssim_backward(const Tensor& x, const Tensor& y, const Tensor& abc, const Tensor& G, double gs,
+                     const std::vector<double>& g) {
+  const int64_t P = x.size(0) * x.size(1), H = x.size(2), W = x.size(3), HW = H * W, w = static_cast<int64_t>(g.size());
+  Tensor dx = Tensor::empty(x.shape(), x.dtype());
+  const Tensor Gc = G.defined() ? G.contiguous() : G;
+  dispatch_float(x.dtype(), "kd_ssim backward", [&](auto tag) {
+    using T = decltype(tag);
+    const std::vector<T> gt(g.begin(), g.end());
+    const T* px = x.data<T>();
+    const T* py = y.data<T>();
+    const T* pa = abc.data<T>();
+    const T* pg = Gc.defined() ? Gc.data<T>() : nullptr;
+    T* pd = dx.data<T>();
+#pragma omp parallel if (P * HW * w > cpu::kParallelGrain)
+    {
+      std::vector<T> scratch(4 * HW + cpu::sep_filter_scratch(H, W, w));
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < P; ++p)
+        ssim_plane_backward<T>(px + p * HW, py + p * HW, pa + p * kSsimMaps * HW, pg ? pg + p * HW : nullptr, T(gs), H,
+                               W, gt.data(), w, pd + p * HW, scratch.data());
+    }
+  });
+  return dx;
+}
+
+// Per-plane min-max rescaling: forward values and what the backward needs.
+struct MinMax {
+  Tensor out;                    // x̂
+  std::vector<double> mn, mx;    // per plane
+};
+
+MinMax minmax_forward(const Tensor& x, double eps) {
+  KDET_CHECK(x.ndim() == 4 && x.size(2) * x.size(3) > 0, "kd_minmax_normalize: expects non-empty [N, C, H, W], got ",
+             x.desc());
+  KDET_CHECK(x.device().is_cpu(), "kd_minmax_normalize: CPU only (got ", x.desc(), ")");
+  const Tensor xc = x.contiguous();
+  const int64_t P = x.size(0) * x.size(1), HW = x.size(2) * x.size(3);
+  MinMax r;
+  r.out = Tensor::empty(x.shape(), x.dtype());
+  r.mn.resize(P);
+  r.mx.resize(P);
+  dispatch_float(x.dtype(), "kd_minmax_normalize", [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = xc.data<T>();
+    T* po = r.out.data<T>();
+#pragma omp parallel for schedule(static) if (P * HW > cpu::kParallelGrain)
+    for (int64_t p = 0; p < P; ++p) {
+      const T* a = px + p * HW;
+      T lo = a[0], hi = a[0];
+      for (int64_t i = 1; i < HW; ++i) {
+        lo = std::min(lo, a[i]);
+        hi = std::max(hi, a[i]);
+      }
+      const T den = hi - lo + T(eps);
+      T* o = po + p * HW;
+#pragma omp simd
+      for (int64_t i = 0; i < HW; ++i) o[i] = (a[i] - lo) / den;
+      r.mn[p] = lo;
+      r.mx[p] = hi;
+    }
+  });
+  return r;
+}
+
+Tensor minmax_backward(const Tensor& gy, const Tensor& x, const Tensor& out, const std::vector<double>& mn,
+                       const std::vector<double>& mx, double eps) {
+  const Tensor gc = gy.contiguous();
+  const int64_t P = x.size(0) * x.size(1), HW = x.size(2) * x.size(3);
+  Tensor dx = Tensor::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), "kd_minmax_normalize backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pg = gc.data<T>();
+    const T* px = x.data<T>();
+    const T* po = out.data<T>();
+    T* pd = dx.data<T>();
+#pragma omp parallel for schedule(static) if (P * HW > cpu::kParallelGrain)
+    for (int64_t p = 0; p < P; ++p) {
+      const T lo = static_cast<T>(mn[p]), hi = static_cast<T>(mx[p]), R = hi - lo + T(eps);
+      const T* g = pg + p * HW;
+      const T* a = px + p * HW;
+      const T* o = po + p * HW;
+      double s1 = 0, s2 = 0;
+      int64_t nlo = 0, nhi = 0;
+      for (int64_t i = 0; i < HW; ++i) {
+        s1 += static_cast<double>(g[i]);
+        s2 += static_cast<double>(g[i]) * static_cast<double>(o[i]);
+        nlo += a[i] == lo;
+        nhi += a[i] == hi;
+      }
+      const T gmin = static_cast<T>((s2 - s1) / static_cast<double>(R) / static_cast<double>(nlo));
+      const T gmax = static_cast<T>(-s2 / static_cast<double>(R) / static_cast<double>(nhi));
+      T* d = pd + p * HW;
+      for (int64_t i = 0; i < HW; ++i) {
+        T v = g[i] / R;
+        if (a[i] == lo) v += gmin;
+        if (a[i] == hi) v += gmax;
+        d[i] = v;
+      }
+    }
+  });
+  return dx;
 }
 
 }  // namespace
 
-Var gaussian_filter(const Var& x, const std::vector<double>& g) {
-  KDET_CHECK(!g.empty() && g.size() % 2 == 1, "kd_gaussian_filter: kernel length ", g.size(), " must be odd");
-  for (size_t j = 0; j < g.size() / 2; ++j)
-    KDET_CHECK(g[j] == g[g.size() - 1 - j], "kd_gaussian_filter: kernel must be symmetric");
-  return record("kd_gaussian_filter", sep_filter(x.data(), g), {&x},
-                [g](const Tensor& gy, Grads& gr) { gr.accumulate(0, sep_filter(gy, g)); });
-}
+Var gaussian_filter(const Var& x, const std::vector<double>& g) { return sep_filter2d(x, g); }
 
 Var minmax_normalize(const Var& x, double eps) {
-  Var mn = amin(x, {2, 3}, true);
-  Var mx = amax(x, {2, 3}, true);
-  return (x - mn) / (mx - mn + eps);
+  MinMax f = minmax_forward(x.data(), eps);
+  const Tensor out = f.out;
+  return record("kd_minmax_normalize", out, {&x},
+                [xd = x.data().contiguous(), out, mn = std::move(f.mn), mx = std::move(f.mx), eps](const Tensor& g,
+                                                                                                   Grads& gr) {
+                  gr.accumulate(0, minmax_backward(g, xd, out, mn, mx, eps));
+                });
 }
 
 Var ssim_map(const Var& x, const Var& y, const std::vector<double>& g, double C1, double C2) {
-  auto filt = [&](const Var& z) { return gaussian_filter(z, g); };
-  Var mx = filt(x), my = filt(y);
-  Var mx2 = mx * mx, my2 = my * my, mxy = mx * my;
-  Var sxx = filt(x * x) - mx2;
-  Var syy = filt(y * y) - my2;
-  Var sxy = filt(x * y) - mxy;
-  Var num = (mxy * 2.0 + C1) * (sxy * 2.0 + C2);
-  Var den = (mx2 + my2 + C1) * (sxx + syy + C2);
-  return num / den;
+  KDET_CHECK(!y.requires_grad(), "ssim_map: y is a constant here (its gradient is not computed)");
+  const Tensor xc = x.data().contiguous(), yc = y.data().contiguous();
+  SsimFwd f = ssim_forward(xc, yc, g, C1, C2, true);
+  return record("kd_ssim_map", f.map, {&x}, [xc, yc, abc = f.abc, g](const Tensor& G, Grads& gr) {
+    gr.accumulate(0, ssim_backward(xc, yc, abc, G, 1.0, g));
+  });
+}
+
+Var ssim_loss(const Var& x, const Tensor& y, const std::vector<double>& g, double C1, double C2, Tensor* map) {
+  const Tensor xc = x.data().contiguous(), yc = y.contiguous();
+  SsimFwd f = ssim_forward(xc, yc, g, C1, C2, map != nullptr);
+  if (map) *map = f.map;
+  const double n = static_cast<double>(x.numel());
+  const Tensor out = Tensor::scalar(f.loss_sum / n, x.dtype());
+  return record("kd_ssim_loss", out, {&x}, [xc, yc, abc = f.abc, g, n](const Tensor& G, Grads& gr) {
+    gr.accumulate(0, ssim_backward(xc, yc, abc, Tensor(), -G.item() / n, g));
+  });
 }
 
 SSIMKDLoss::SSIMKDLoss(const std::vector<std::pair<int64_t, int64_t>>& channels, const SSIMConfig& cfg) : cfg_(cfg) {
@@ -135,8 +294,8 @@ KdResult SSIMKDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor
       NoGradGuard ng;
       y = minmax_normalize(Var(T[i]), cfg_.minmax_eps).data();
     }
-    Var m = ssim_map(x, Var(y), g, C1, C2);
-    Var li = mean(1.0 - m);
+    Tensor m;
+    Var li = ssim_loss(x, y, g, C1, C2, mid ? &m : nullptr);
     r.terms[level_key(i, "ssim_loss")] = li;
     r.accumulate("ssim_loss", li);
     total = total.defined() ? total + li : li;
@@ -144,7 +303,7 @@ KdResult SSIMKDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor
       put_mid(mid, level_key(i, "s_aligned"), s.data());
       put_mid(mid, level_key(i, "s_norm"), x.data());
       put_mid(mid, level_key(i, "t_norm"), y);
-      put_mid(mid, level_key(i, "ssim_map"), m.data());
+      put_mid(mid, level_key(i, "ssim_map"), m);
     }
   }
   r.loss = total * cfg_.loss_weight;

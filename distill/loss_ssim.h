@@ -29,10 +29,7 @@ std::vector<double> gaussian_kernel_1d(int64_t w, double sigma);
 Tensor gaussian_window(int64_t w, double sigma);
 
 // Depthwise filtering of x [N, C, H, W] with the separable window outer(g, g), zero "same" padding
-// ⌊w/2⌋: y = conv2d(x, outer(g,g) per channel, pad ⌊w/2⌋, groups C), computed as a row pass and a
-// column pass (O(w) per element instead of O(w²)); planes in parallel (static schedule, deterministic).
-// Custom op "kd_gaussian_filter"; g must be symmetric, so the backward is the same filter applied to
-// the output gradient.
+// ⌊w/2⌋ (engine/ops/sep_filter2d.h; g must be symmetric).
 Var gaussian_filter(const Var& x, const std::vector<double>& g);
 
 class SSIMKDLoss : public Module {
@@ -48,9 +45,17 @@ class SSIMKDLoss : public Module {
 };
 
 // Per-(image, channel) min-max rescaling of x [N, C, H, W] (differentiable; torch amin/amax gradient
-// rule, split evenly between tied extrema).
+// rule, split evenly between tied extrema). One fused op "kd_minmax_normalize": with R = max − min + ε
+// per plane, dx_j = g_j/R + [x_j = min]·Σ_i g_i·(−(1−x̂_i)/R)/#min + [x_j = max]·Σ_i g_i·(−x̂_i/R)/#max.
 Var minmax_normalize(const Var& x, double eps);
-// The SSIM map of x and y [N, C, H, W] (x differentiable, y any) with the window outer(g, g).
+// The SSIM map of x and y [N, C, H, W] with the window outer(g, g) (x differentiable, y a constant: a y
+// that requires a gradient is an error). Fused op "kd_ssim_map": per plane the five filtered maps
+// μ_x, μ_y, g∗x², g∗y², g∗xy and the formula in one pass; backward (kd_losses.md §5c) with the
+// coefficient maps a, b, c saved by the forward: dx = g∗(G·a) + y⊙g∗(G·b) + x⊙g∗(G·c).
 Var ssim_map(const Var& x, const Var& y, const std::vector<double>& g, double C1, double C2);
+// mean over all elements of (1 − SSIM(x, y)) as one fused op "kd_ssim_loss" (same kernels, the upstream
+// gradient is the constant −1/numel); *map receives the SSIM map when non-null.
+Var ssim_loss(const Var& x, const Tensor& y, const std::vector<double>& g, double C1, double C2,
+              Tensor* map = nullptr);
 
 }  // namespace kdet::kd
