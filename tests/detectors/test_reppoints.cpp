@@ -479,6 +479,9 @@ TEST_CASE("reppoints detector: end-to-end parity with the mmdet replica (GN neck
   for (int i = 0; i < 5; ++i) {
     const std::string s = std::to_string(i);
     check_close(taps.neck[i].data(), f->at("p" + s), 1e-4, 1e-5, "P" + std::to_string(i + 3));
+    // neck.fpn_convs.{i}.conv, the official FGD / MGD hook point: before GN, so not the FPN output here
+    check_close(taps.neck_conv[i].data(), f->at("p_conv" + s), 1e-4, 1e-5, "fpn_convs conv " + s);
+    CHECK(max_abs(ops::sub(taps.neck_conv[i].data(), taps.neck[i].data())) > 1e-2);
     check_close(taps.head.cls_scores[i].data(), f->at("cls" + s), 1e-4, 1e-5, "cls " + s);
     check_close(taps.head.bbox_preds[i].data(), f->at("pts_refine" + s), 1e-4, 1e-5, "pts_refine " + s);
   }

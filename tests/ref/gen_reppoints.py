@@ -542,7 +542,14 @@ def gen_reppoints_detector(w):
     t = {}
     for k, v in model.state_dict().items():
         t["model." + k] = v
+    conv_out = {}
+    hooks = [model.neck.fpn_convs[i].conv.register_forward_hook(
+        lambda mod, inp, out, i=i: conv_out.__setitem__(i, out)) for i in range(5)]
     c, p, cls, pinit, pref, _, _ = model(x)
+    for h in hooks:
+        h.remove()
+    for i in range(5):  # neck.fpn_convs.{i}.conv outputs (before GN): the FGD / MGD hook points
+        t[f"p_conv{i}"] = conv_out[i]
     t["images"] = x
     for l in range(5):
         t[f"p{l}"], t[f"cls{l}"], t[f"pts_init{l}"], t[f"pts_refine{l}"] = p[l], cls[l], pinit[l], pref[l]
