@@ -105,30 +105,17 @@ void validate_batch_indices(const char* op, const T* r, int64_t K, int64_t N) {
   }
 }
 
-// [B, C, P] -> [B, P, C] (channels last) and back, in 32 x 32 tiles, parallel over B x tiles.
+// [B, R, S] -> [B, S, R] in 32 x 32 tiles, parallel over B x tiles: [B, C, P] <-> [B, P, C] (channels last).
 template <class T>
-void to_channels_last(const T* src, T* dst, int64_t B, int64_t C, int64_t P) {
-  const int64_t tc = (C + 31) / 32, tp = (P + 31) / 32;
-#pragma omp parallel for schedule(static) if (B * C * P > (1 << 16))
-  for (int64_t t = 0; t < B * tc * tp; ++t) {
-    const int64_t b = t / (tc * tp), c0 = (t / tp) % tc * 32, p0 = t % tp * 32;
-    const T* s = src + b * C * P;
-    T* d = dst + b * C * P;
-    for (int64_t p = p0; p < std::min(P, p0 + 32); ++p)
-      for (int64_t c = c0; c < std::min(C, c0 + 32); ++c) d[p * C + c] = s[c * P + p];
-  }
-}
-
-template <class T>
-void to_channels_first(const T* src, T* dst, int64_t B, int64_t C, int64_t P) {
-  const int64_t tc = (C + 31) / 32, tp = (P + 31) / 32;
-#pragma omp parallel for schedule(static) if (B * C * P > (1 << 16))
-  for (int64_t t = 0; t < B * tc * tp; ++t) {
-    const int64_t b = t / (tc * tp), c0 = (t / tp) % tc * 32, p0 = t % tp * 32;
-    const T* s = src + b * C * P;
-    T* d = dst + b * C * P;
-    for (int64_t c = c0; c < std::min(C, c0 + 32); ++c)
-      for (int64_t p = p0; p < std::min(P, p0 + 32); ++p) d[c * P + p] = s[p * C + c];
+void transpose_last2(const T* src, T* dst, int64_t B, int64_t R, int64_t S) {
+  const int64_t tr = (R + 31) / 32, ts = (S + 31) / 32;
+#pragma omp parallel for schedule(static) if (B * R * S > (1 << 16))
+  for (int64_t t = 0; t < B * tr * ts; ++t) {
+    const int64_t b = t / (tr * ts), r0 = (t / ts) % tr * 32, s0 = t % ts * 32;
+    const T* x = src + b * R * S;
+    T* y = dst + b * R * S;
+    for (int64_t i = s0; i < std::min(S, s0 + 32); ++i)
+      for (int64_t r = r0; r < std::min(R, r0 + 32); ++r) y[i * R + r] = x[r * S + i];
   }
 }
 
@@ -194,7 +181,7 @@ Tensor roi_align(const Tensor& feat, const Tensor& rois, const RoIAlignArgs& a) 
       return;
     }
     std::vector<T> fl(static_cast<size_t>(N * C * H * W));
-    to_channels_last(pf, fl.data(), N, C, H * W);
+    transpose_last2(pf, fl.data(), N, C, H * W);
 #pragma omp parallel
     {
       std::vector<T> acc(static_cast<size_t>(PHW * C));
@@ -216,7 +203,7 @@ Tensor roi_align(const Tensor& feat, const Tensor& rois, const RoIAlignArgs& a) 
           }
           for (int64_t c = 0; c < C; ++c) ob[c] = ob[c] / g.count;
         }
-        to_channels_first(acc.data(), po + k * C * PHW, 1, C, PHW);
+        transpose_last2(acc.data(), po + k * C * PHW, 1, PHW, C);
       }
     }
   });
@@ -274,7 +261,7 @@ Tensor roi_align_backward(const Tensor& grad_out, const Tensor& rois, const Shap
     }
     // channels last: grad_out -> [K, PHW, C], gradient [N, H*W, C]; threads own (image, 32-channel block)
     std::vector<T> gl(static_cast<size_t>(K * PHW * C)), xl(static_cast<size_t>(N * H * W * C), T(0));
-    to_channels_last(pg, gl.data(), K, C, PHW);
+    transpose_last2(pg, gl.data(), K, C, PHW);
     const int64_t CB = 32, nb = (C + CB - 1) / CB;
 #pragma omp parallel for schedule(static)
     for (int64_t task = 0; task < N * nb; ++task) {
@@ -301,7 +288,7 @@ Tensor roi_align_backward(const Tensor& grad_out, const Tensor& rois, const Shap
         }
       }
     }
-    to_channels_first(xl.data(), px, N, C, H * W);
+    transpose_last2(xl.data(), px, N, H * W, C);
   });
   return gx;
 }
