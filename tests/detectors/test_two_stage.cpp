@@ -478,3 +478,48 @@ TEST_CASE("rcnn KD: FGD on P2-P5, Cascade R-CNN teacher -> Faster R-CNN student 
   }
   CHECK(!d.teacher().training());
 }
+
+TEST_CASE("rcnn configs: every [model] key is read, mmdet constants per config") {
+  struct Expect {
+    const char* file;
+    bool cascade;
+    int depth;
+    int64_t groups, epochs, rpn_train_max;
+  };
+  const Expect all[] = {{"faster_rcnn_r50_fpn_1x", false, 50, 1, 12, 1000},
+                        {"faster_rcnn_r50_fpn_2x", false, 50, 1, 24, 1000},
+                        {"faster_rcnn_r101_fpn_1x", false, 101, 1, 12, 1000},
+                        {"faster_rcnn_r101_fpn_2x", false, 101, 1, 24, 1000},
+                        {"cascade_rcnn_r50_fpn_1x", true, 50, 1, 12, 2000},
+                        {"cascade_rcnn_r50_fpn_2x", true, 50, 1, 24, 2000},
+                        {"cascade_rcnn_r101_fpn_1x", true, 101, 1, 12, 2000},
+                        {"cascade_rcnn_r101_fpn_2x", true, 101, 1, 24, 2000},
+                        {"cascade_rcnn_x101_32x4d_fpn_1x", true, 101, 32, 12, 2000},
+                        {"cascade_rcnn_x101_32x4d_fpn_2x", true, 101, 32, 24, 2000},
+                        {"faster_rcnn_r18_tiny_synth", false, 18, 1, 40, 1000},
+                        {"cascade_rcnn_r34_tiny_synth", true, 34, 1, 40, 2000}};
+  for (const Expect& e : all) {
+    CAPTURE(e.file);
+    Config c = Config::load(std::string("configs/") + e.file + ".cfg");
+    // the [model] section alone: TwoStageConfig must read every key of it
+    std::string text = "[model]\n";
+    for (const auto& k : c.keys("model")) text += k + " = " + c.get_string("model." + k) + "\n";
+    Config m = Config::parse(text, e.file);
+    TwoStageConfig t = TwoStageConfig::from_config(m);
+    m.check_all_used();
+    CHECK(t.cascade == e.cascade);
+    CHECK(t.backbone.depth == e.depth);
+    CHECK(t.backbone.groups == e.groups);
+    CHECK(t.rpn.train.max_per_img == e.rpn_train_max);
+    CHECK(c.get_int("train.epochs") == e.epochs);
+    CHECK(t.rpn.allowed_border == (e.cascade ? 0 : -1));
+    CHECK(t.rpn.smooth_l1_beta == doctest::Approx(e.cascade ? 1.0 / 9.0 : 0.0));
+    CHECK(t.roi.stages.size() == (e.cascade ? 3u : 1u));
+    CHECK(t.roi.stages[0].sampler.num == 512);
+    const bool tiny = std::string(e.file).find("tiny") != std::string::npos;
+    CHECK(c.get_double("train.lr") == doctest::Approx(0.02));
+    CHECK(t.rpn.anchors.scales == std::vector<double>{tiny ? 4.0 : 8.0});
+    CHECK(t.roi.stages[0].head.fc_out_channels == (tiny ? 256 : 1024));
+    CHECK(t.neck.out_channels == (tiny ? 64 : 256));
+  }
+}
