@@ -44,6 +44,16 @@ std::string hard_slurp(const std::string& p) {
 
 const std::string kMicroCfg = "configs/retinanet_r18_micro_synth.cfg";
 
+// A fresh /tmp/kdet_hard_<tag>_<pid> directory, removed with everything in it when the test ends.
+struct HardDir {
+  std::string path;
+  explicit HardDir(const std::string& tag) : path("/tmp/kdet_hard_" + tag + "_" + std::to_string(::getpid())) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~HardDir() { std::filesystem::remove_all(path); }
+};
+
 std::string train_cmd(const std::string& d, const std::string& work) {
   // 6 images, batch 2: 3 batches per epoch; a checkpoint after every iteration.
   return std::string(hard_kbin()) + " train " + kMicroCfg + " --work-dir " + work + " --quiet --set data.synth_dir=" + d +
@@ -58,13 +68,9 @@ TEST_CASE("train: SIGKILL during a checkpoint write, --resume WORK_DIR is bit-id
     return;
   }
   REQUIRE(std::filesystem::exists(kMicroCfg));
-  const std::string d = "/tmp/kdet_hard_kill_" + std::to_string(::getpid()), a = d + "/a", b = d + "/b";
-  std::filesystem::remove_all(d);
+  HardDir dir("kill");
+  const std::string d = dir.path, a = d + "/a", b = d + "/b";
   std::filesystem::create_directories(b);
-  struct Cleanup {
-    std::string p;
-    ~Cleanup() { std::filesystem::remove_all(p); }
-  } cleanup{d};
 
   // Uninterrupted reference run.
   REQUIRE(std::system((train_cmd(d, a) + " > " + d + "/a.out 2>&1").c_str()) == 0);
@@ -161,13 +167,8 @@ TEST_CASE("train: NaN/Inf guard stops naming term, iteration and last good check
     MESSAGE("KDET_BIN not set: NaN guard test skipped (make test sets it)");
     return;
   }
-  const std::string d = "/tmp/kdet_hard_nan_" + std::to_string(::getpid());
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  struct Cleanup {
-    std::string p;
-    ~Cleanup() { std::filesystem::remove_all(p); }
-  } cleanup{d};
+  HardDir dir("nan");
+  const std::string d = dir.path;
   // lr 1e30: iteration 1 is finite (initial weights), its update blows the weights up, iteration 2 is not.
   const std::string base = std::string(hard_kbin()) + " train " + kMicroCfg + " --quiet --set data.synth_dir=" + d +
                            "/synth data.synth_train_images=6 train.lr=1e30 train.grad_clip=0 train.warmup=none "
@@ -205,13 +206,8 @@ TEST_CASE("train: a resize target too large for memory stops with an error namin
     MESSAGE("KDET_BIN not set: out-of-memory test skipped (make test sets it)");
     return;
   }
-  const std::string d = "/tmp/kdet_hard_oom_" + std::to_string(::getpid());
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  struct Cleanup {
-    std::string p;
-    ~Cleanup() { std::filesystem::remove_all(p); }
-  } cleanup{d};
+  HardDir dir("oom");
+  const std::string d = dir.path;
   // img_scale 4194304: every 64x64 image is resized to 4194304 x 4194304 pixels = 48 TiB, more than any
   // machine's memory + swap (the resize's per-row tables stay small: 4194304 entries).
   const std::string cmd = std::string(hard_kbin()) + " train " + kMicroCfg + " --work-dir " + d +
@@ -289,12 +285,8 @@ train::TrainResult nan_run(const std::string& work, bool skip, const std::functi
 }  // namespace
 
 TEST_CASE("train loop: a NaN step is skipped without touching weights or optimizer state, counted, and training goes on") {
-  const std::string d = "/tmp/kdet_hard_skip_" + std::to_string(::getpid());
-  std::filesystem::remove_all(d);
-  struct Cleanup {
-    std::string p;
-    ~Cleanup() { std::filesystem::remove_all(p); }
-  } cleanup{d};
+  HardDir dir("skip");
+  const std::string d = dir.path;
   std::vector<float> w_clean, w_skip;
   train::TrainResult clean = nan_run(d + "/clean", true, [](int) { return 0; }, &w_clean);
   CHECK(clean.skipped_steps == 0);
