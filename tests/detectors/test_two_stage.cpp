@@ -302,6 +302,31 @@ TEST_CASE("rcnn cascade head: parity of 3 stages (per-stage IoU / stds, refineme
   CHECK_THROWS_WITH_AS(h.forward_rois(sc.feats, swapped, sc.geo), doctest::Contains("grouped by ascending image"), Error);
 }
 
+TEST_CASE("rcnn RoI head: f64 gradcheck of a cascade stage's loss w.r.t. the feature map (extractor + head + loss)") {
+  RoIHeadConfig cfg = RoIHeadConfig::cascade_rcnn(2);
+  cfg.set_widths(2, 6);
+  RoIHead h(cfg);
+  Generator g(4);
+  h.init_weights(g);
+  for (auto& [n, p] : h.named_parameters())  // larger weights than the init's 0.01 / 0.001: a non-trivial loss
+    p.data().copy_(rand_normal(p.shape(), g, 0.0, 0.5));
+  h.to(DType::F64);
+  std::vector<GtInstances> gts = {{Tensor::from_vector(std::vector<float>{4, 5, 20, 22, 10, 2, 30, 14}, Shape{2, 4}),
+                                   Tensor::from_vector(std::vector<int64_t>{0, 1}), Tensor()}};
+  std::vector<Tensor> props = {Tensor::from_vector(
+      std::vector<float>{5, 6, 19, 23, 3, 4, 21, 20, 11, 3, 29, 15, 0, 0, 12, 12, 15, 15, 31, 31}, Shape{5, 4})};
+  auto samples = h.sample(1, props, gts, g);  // every candidate kept: 2 GT + 5 proposals
+  REQUIRE(samples[0].num_pos() + samples[0].num_neg() == 7);
+  REQUIRE(samples[0].num_pos() >= 2);
+  const Tensor p2 = rnd({1, 2, 8, 8}, 9), p3 = rnd({1, 2, 4, 4}, 10), p4 = rnd({1, 2, 2, 2}, 11), p5 = rnd({1, 2, 1, 1}, 12);
+  CHECK(gradcheck(
+      [&](const std::vector<Var>& v) { return total_loss(h.stage_loss(1, {v[0], v[1], v[2], v[3]}, samples).losses); },
+      {p2, p3, p4, p5}));
+  Var v2(p2, true);  // the loss does depend on P2 (all these RoIs map to it)
+  total_loss(h.stage_loss(1, {v2, Var(p3), Var(p4), Var(p5)}, samples).losses).backward();
+  CHECK(max_abs(v2.grad()) > 1e-3);
+}
+
 TEST_CASE("rcnn bbox head: no positives, empty inputs, refinement drops the GT rows") {
   BBoxHeadConfig c = BBoxHeadConfig::faster(3);
   c.in_channels = 2, c.fc_out_channels = 4;
