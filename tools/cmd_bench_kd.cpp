@@ -1,13 +1,19 @@
-// kdet bench-kd [--size 512] [--batch 2] [--channels 256] [--reps 3] [--methods a,b] [--no-student]
+// kdet bench-kd [--size 512] [--batch 2] [--channels 256] [--reps 3] [--methods a,b] [--no-student] [--cpu-time]
 //
 // Forward + backward time of each KD loss on RetinaNet-R50-sized FPN features (P3..P7 of a
 // size x size input: 64², 32², 16², 8², 4² at 512; 256 channels; batch 2), and the same as a fraction
 // of one student training step (RetinaNet-R50 loss forward + backward on the same batch, no optimizer
-// step). Median of --reps runs after one warm-up. FGD gets 3 random boxes per image; MGD draws its
-// mask; AID's teacher loss is a constant here (its per-image teacher loss pass is a teacher cost).
+// step). After one warm-up of everything, --reps rounds each time the student step and then every
+// method once (interleaved, so a change of machine load hits the student and the losses alike); the
+// table gives the median time and the median over rounds of (method time / that round's student
+// step). --cpu-time clocks the process's CPU time (user + sys of all threads) instead of wall time: on
+// a shared machine with OMP_NUM_THREADS=1 it is close to the unloaded single-core time. FGD gets 3
+// random boxes per image; MGD draws its mask; AID's teacher loss is a constant here (its per-image
+// teacher loss pass is a teacher cost).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <string>
 #include <vector>
@@ -22,16 +28,18 @@ namespace kdet::cli {
 
 namespace {
 
-double median_time(int reps, const std::function<void()>& f) {
-  f();  // warm-up
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    auto a = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+double clock_now(bool cpu) {
+  if (cpu) {
+    timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 }  // namespace
@@ -39,7 +47,7 @@ double median_time(int reps, const std::function<void()>& f) {
 int cmd_bench_kd(int argc, char** argv) {
   int64_t size = 512, batch = 2, C = 256;
   int reps = 3;
-  bool student = true;
+  bool student = true, cpu_time = false;
   std::vector<std::string> methods = {"fitnet", "fgd", "mgd", "amd", "dmkd", "ssim", "fbkd", "aid"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -49,13 +57,14 @@ int cmd_bench_kd(int argc, char** argv) {
     };
     if (a == "--help" || a == "-h") {
       std::printf("usage: kdet bench-kd [--size 512] [--batch 2] [--channels 256] [--reps 3] [--methods a,b] "
-                  "[--no-student]\n");
+                  "[--no-student] [--cpu-time]\n");
       return 0;
     } else if (a == "--size") size = std::stoll(val());
     else if (a == "--batch") batch = std::stoll(val());
     else if (a == "--channels") C = std::stoll(val());
     else if (a == "--reps") reps = std::stoi(val());
     else if (a == "--no-student") student = false;
+    else if (a == "--cpu-time") cpu_time = true;
     else if (a == "--methods") {
       methods.clear();
       std::string s = val();
@@ -96,13 +105,16 @@ int cmd_bench_kd(int argc, char** argv) {
   const Tensor ref_hw = Tensor::from_vector(ref, {batch, 2});
   const Tensor tl = Tensor::full({batch}, 1.0);
 
-  double step = 0;
+  // Every timed piece of work, student step first: names[k], run[k].
+  std::vector<std::string> names;
+  std::vector<std::function<void()>> run;
+  std::unique_ptr<RetinaNet> net;
+  data::Batch b;
   if (student) {
-    RetinaNet net(RetinaNetConfig::mmdet(50, 80));
+    net = std::make_unique<RetinaNet>(RetinaNetConfig::mmdet(50, 80));
     Generator gi(1);
-    net.init_weights(gi);
-    net.train();
-    data::Batch b;
+    net->init_weights(gi);
+    net->train();
     b.images = rand_normal({batch, 3, size, size}, g);
     for (int64_t n = 0; n < batch; ++n) {
       data::ImageMeta m;
@@ -120,14 +132,14 @@ int cmd_bench_kd(int argc, char** argv) {
       }
       b.gts.push_back(anns);
     }
-    step = median_time(std::max(1, reps / 2), [&] {
-      net.zero_grad();
-      total_loss(net.loss(b)).backward();
+    names.push_back("student");
+    run.push_back([&] {
+      net->zero_grad();
+      total_loss(net->loss(b)).backward();
     });
-    std::printf("student step (RetinaNet-R50 loss fwd+bwd, batch %lld, %lldx%lld): %.3f s\n", (long long)batch,
-                (long long)size, (long long)size, step);
   }
-  std::printf("%-8s %12s %10s\n", "method", "fwd+bwd ms", "of step");
+  std::vector<std::unique_ptr<Module>> mods;
+  std::vector<std::unique_ptr<Generator>> gens;
   for (const auto& m : methods) {
     const kd::KdMethod km = kd::parse_kd_method(m);
     KDET_CHECK(km != kd::KdMethod::LogitKD, "bench-kd: logit_kd works on head logits, not FPN features");
@@ -145,32 +157,51 @@ int cmd_bench_kd(int argc, char** argv) {
       case kd::KdMethod::AID: mod = std::make_unique<kd::AIDLoss>(C, kd::AIDConfig{fb, 0.1}); break;
       default: break;
     }
-    Generator gm(2);
-    mod->init_weights(gm);
-    const double t = median_time(reps, [&] {
+    gens.push_back(std::make_unique<Generator>(2));
+    mod->init_weights(*gens.back());
+    names.push_back(m);
+    run.push_back([&, km, mod = mod.get(), gm = gens.back().get()] {
       std::vector<Var> S;
       for (const auto& s : Sx) S.emplace_back(s, true);
       kd::KdResult r;
       switch (km) {
-        case kd::KdMethod::FitNet: r = static_cast<kd::FitNetLoss&>(*mod).forward(S, T); break;
-        case kd::KdMethod::FGD: r = static_cast<kd::FGDLoss&>(*mod).forward(S, T, boxes, ref_hw); break;
-        case kd::KdMethod::MGD: r = static_cast<kd::MGDLoss&>(*mod).forward(S, T, kd::MGDLoss::draw_rand(T, gm)); break;
-        case kd::KdMethod::AMD: r = static_cast<kd::AMDLoss&>(*mod).forward(S, T); break;
-        case kd::KdMethod::DMKD: r = static_cast<kd::DMKDLoss&>(*mod).forward(S, T); break;
-        case kd::KdMethod::SSIM: r = static_cast<kd::SSIMKDLoss&>(*mod).forward(S, T); break;
-        case kd::KdMethod::FBKD: r = static_cast<kd::FBKDLoss&>(*mod).forward(S, T); break;
-        case kd::KdMethod::AID: r = static_cast<kd::AIDLoss&>(*mod).forward(S, T, tl); break;
+        case kd::KdMethod::FitNet: r = static_cast<kd::FitNetLoss*>(mod)->forward(S, T); break;
+        case kd::KdMethod::FGD: r = static_cast<kd::FGDLoss*>(mod)->forward(S, T, boxes, ref_hw); break;
+        case kd::KdMethod::MGD: r = static_cast<kd::MGDLoss*>(mod)->forward(S, T, kd::MGDLoss::draw_rand(T, *gm)); break;
+        case kd::KdMethod::AMD: r = static_cast<kd::AMDLoss*>(mod)->forward(S, T); break;
+        case kd::KdMethod::DMKD: r = static_cast<kd::DMKDLoss*>(mod)->forward(S, T); break;
+        case kd::KdMethod::SSIM: r = static_cast<kd::SSIMKDLoss*>(mod)->forward(S, T); break;
+        case kd::KdMethod::FBKD: r = static_cast<kd::FBKDLoss*>(mod)->forward(S, T); break;
+        case kd::KdMethod::AID: r = static_cast<kd::AIDLoss*>(mod)->forward(S, T, tl); break;
         default: break;
       }
       mod->zero_grad();
       r.loss.backward();
     });
-    if (step > 0)
-      std::printf("%-8s %12.1f %9.1f%%\n", m.c_str(), t * 1e3, 100.0 * t / step);
-    else
-      std::printf("%-8s %12.1f %10s\n", m.c_str(), t * 1e3, "-");
-    std::fflush(stdout);
+    mods.push_back(std::move(mod));
   }
+  for (auto& f : run) f();  // warm-up (caching allocator, page faults)
+  const size_t K = run.size();
+  std::vector<std::vector<double>> t(K), frac(K);
+  for (int rep = 0; rep < reps; ++rep)
+    for (size_t k = 0; k < K; ++k) {
+      const double a = clock_now(cpu_time);
+      run[k]();
+      t[k].push_back(clock_now(cpu_time) - a);
+      if (student && k > 0) frac[k].push_back(t[k].back() / t[0].back());
+    }
+  const char* clock = cpu_time ? "cpu" : "wall";
+  if (student)
+    std::printf("student step (RetinaNet-R50 loss fwd+bwd, batch %lld, %lldx%lld): %.3f s %s (median of %d)\n",
+                (long long)batch, (long long)size, (long long)size, median(t[0]), clock, reps);
+  std::printf("%-8s %12s %10s   (%s time, %d interleaved rounds)\n", "method", "fwd+bwd ms", "of step", clock, reps);
+  for (size_t k = student ? 1 : 0; k < K; ++k) {
+    if (student)
+      std::printf("%-8s %12.1f %9.1f%%\n", names[k].c_str(), median(t[k]) * 1e3, 100.0 * median(frac[k]));
+    else
+      std::printf("%-8s %12.1f %10s\n", names[k].c_str(), median(t[k]) * 1e3, "-");
+  }
+  std::fflush(stdout);
   return 0;
 }
 
