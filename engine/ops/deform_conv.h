@@ -29,7 +29,9 @@
 // engine/gemm.h, as conv2d does. Backward recomputes the columns (dW = Σₙ dy · colᵀ) and forms
 // dcol = Wᵀ · dy, from which dx is scattered per input channel plane (each thread owns whole planes, taps
 // and pixels added in a fixed order: no atomics) and d offset / d mask are reduced over the group's
-// channels in channel order. Deterministic for a fixed thread count. f32 and f64.
+// channels in channel order. Deterministic for a fixed thread count; y and the x / offset / mask gradients are
+// even independent of it (only dW sums per-thread partials). Small problems (N·Cin·KH·KW·Ho·Wo < 65536) run on
+// one thread. f32 and f64.
 #pragma once
 #include <array>
 

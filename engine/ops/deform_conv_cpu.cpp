@@ -53,7 +53,12 @@ int64_t chunk_pixels(const Geom& g, size_t elem) {
   return std::min(jn, g.P);
 }
 
-int threads_available() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
+// Threads for the whole op: one for small problems (a fork/join costs more than the work, and far more on a
+// shared machine), else all that are available outside a parallel region.
+int threads_for(const Geom& g) {
+  if (omp_in_parallel() || g.N * g.C * g.KK * g.P < (int64_t(1) << 16)) return 1;
+  return omp_get_max_threads();
+}
 
 // Sampling table of one chunk, structure of arrays over S = DG·KK·jn samples (index (d·KK + k)·jn + p).
 template <class T>
@@ -84,10 +89,10 @@ struct Table {
 };
 
 template <class T>
-void build_table(Table<T>& t, const Geom& g, const T* off_n, const T* mask_n, int64_t j0, int64_t jn) {
+void build_table(Table<T>& t, const Geom& g, const T* off_n, const T* mask_n, int64_t j0, int64_t jn, bool par) {
   const int64_t S = g.DG * g.KK * jn;
   const T H = T(g.H), W = T(g.W);
-#pragma omp parallel for schedule(static) if (S > 4096)
+#pragma omp parallel for schedule(static) if (par && S > 4096)
   for (int64_t e = 0; e < S; ++e) {
     const int64_t dk = e / jn, p = e % jn, d = dk / g.KK, k = dk % g.KK, i = k / g.KW, j = k % g.KW;
     const int64_t pix = j0 + p, ho = pix / g.Wo, wo = pix % g.Wo;
@@ -127,9 +132,9 @@ void build_table(Table<T>& t, const Geom& g, const T* off_n, const T* mask_n, in
 
 // col [C·KK, jn] of one image x [C, H, W] from the chunk's table.
 template <class T>
-void fill_columns(const Table<T>& t, const Geom& g, const T* x_n, T* col, int64_t jn) {
+void fill_columns(const Table<T>& t, const Geom& g, const T* x_n, T* col, int64_t jn, bool par) {
   const int64_t rows = g.C * g.KK;
-#pragma omp parallel for schedule(static) if (rows * jn > (1 << 14))
+#pragma omp parallel for schedule(static) if (par && rows * jn > (1 << 14))
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t c = r / g.KK, k = r % g.KK, base = ((c / g.Cd) * g.KK + k) * jn;
     const T* xc = x_n + c * g.HW;
@@ -145,8 +150,8 @@ void fill_columns(const Table<T>& t, const Geom& g, const T* x_n, T* col, int64_
 
 // dx_n [C, H, W] += scatter of dcol [C·KK, jn]; threads own input planes.
 template <class T>
-void scatter_input_grad(const Table<T>& t, const Geom& g, const T* dcol, T* dx_n, int64_t jn) {
-#pragma omp parallel for schedule(static) if (g.C * g.KK * jn > (1 << 14))
+void scatter_input_grad(const Table<T>& t, const Geom& g, const T* dcol, T* dx_n, int64_t jn, bool par) {
+#pragma omp parallel for schedule(static) if (par && g.C * g.KK * jn > (1 << 14))
   for (int64_t c = 0; c < g.C; ++c) {
     T* xc = dx_n + c * g.HW;
     for (int64_t k = 0; k < g.KK; ++k) {
@@ -169,10 +174,10 @@ void scatter_input_grad(const Table<T>& t, const Geom& g, const T* dcol, T* dx_n
 // Offset and mask gradients of the chunk: goff_n [2·DG·KK, P], gmask_n [DG·KK, P] (either may be null).
 template <class T>
 void offset_mask_grad(const Table<T>& t, const Geom& g, const T* x_n, const T* dcol, T* goff_n, T* gmask_n,
-                      int64_t j0, int64_t jn) {
+                      int64_t j0, int64_t jn, bool par) {
   constexpr int64_t B = 64;
   const int64_t nb = (jn + B - 1) / B, items = g.DG * g.KK * nb;
-#pragma omp parallel for schedule(static) if (g.C * g.KK * jn > (1 << 14))
+#pragma omp parallel for schedule(static) if (par && g.C * g.KK * jn > (1 << 14))
   for (int64_t it = 0; it < items; ++it) {
     const int64_t dk = it / nb, p0 = (it % nb) * B, pn = std::min(B, jn - p0), d = dk / g.KK, k = dk % g.KK;
     const int64_t base = dk * jn + p0;
@@ -222,8 +227,9 @@ void deform_conv2d_forward(const Tensor& x, const Tensor& offset, const Tensor& 
   T* py = y.data<T>();
   const int64_t K = g.Cg * g.KK;
   const int64_t CH = chunk_pixels(g, sizeof(T)), nch = (g.P + CH - 1) / CH, items = g.N * nch;
-  const int nth = threads_available();
+  const int nth = threads_for(g);
   const bool split = nth > 1 && (items % nth == 0 || items >= 4 * nth);
+  const bool par = nth > 1 && !split;  // threads inside the steps instead
   const int nbuf = split ? nth : 1;
   const int64_t col_sz = g.C * g.KK * CH, tab_sz = Table<T>::elems(g.DG * g.KK * CH, false);
   Tensor scratch = Tensor::empty({nbuf * (col_sz + tab_sz)}, x.dtype());
@@ -232,8 +238,8 @@ void deform_conv2d_forward(const Tensor& x, const Tensor& offset, const Tensor& 
     T* col = buf;
     Table<T> t;
     t.bind(buf + col_sz, g.DG * g.KK * jn, false);
-    build_table(t, g, po + n * 2 * g.DG * g.KK * g.P, pm ? pm + n * g.DG * g.KK * g.P : nullptr, j0, jn);
-    fill_columns(t, g, px + n * g.C * g.HW, col, jn);
+    build_table(t, g, po + n * 2 * g.DG * g.KK * g.P, pm ? pm + n * g.DG * g.KK * g.P : nullptr, j0, jn, par);
+    fill_columns(t, g, px + n * g.C * g.HW, col, jn, par);
     T* yn = py + n * g.O * g.P + j0;
     if (pb)
       for (int64_t o = 0; o < g.O; ++o) std::fill(yn + o * g.P, yn + o * g.P + jn, pb[o]);
@@ -267,9 +273,10 @@ void deform_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& off
   const bool need_col = pgw != nullptr, need_dcol = pgx || pgo || pgm, need_grad_tab = pgo || pgm;
   const int64_t K = g.Cg * g.KK, wsz = w.numel();
   const int64_t CH = chunk_pixels(g, sizeof(T));
-  const int nth = threads_available();
+  const int nth = threads_for(g);
   // The input gradient of an image collects all its chunks, so threads split whole images.
   const bool split = nth > 1 && (g.N % nth == 0 || g.N >= 4 * nth);
+  const bool par = nth > 1 && !split;  // threads inside the steps instead
   const int nbuf = split ? nth : 1;
   const int64_t col_sz = g.C * g.KK * CH;
   const int64_t per = (need_col ? col_sz : 0) + (need_dcol ? col_sz : 0) +
@@ -290,16 +297,16 @@ void deform_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& off
       const T* gyn = pgy + n * g.O * g.P;
       T* gxn = pgx ? pgx + n * g.C * g.HW : nullptr;
       if (gxn) {
-#pragma omp parallel for schedule(static) if (g.C * g.HW > (1 << 16))
+#pragma omp parallel for schedule(static) if (par && g.C * g.HW > (1 << 16))
         for (int64_t c = 0; c < g.C; ++c) std::fill(gxn + c * g.HW, gxn + (c + 1) * g.HW, T(0));
       }
       for (int64_t j0 = 0; j0 < g.P; j0 += CH) {
         const int64_t jn = std::min(CH, g.P - j0);
         Table<T> t;
         t.bind(tab, g.DG * g.KK * jn, need_grad_tab);
-        build_table(t, g, po + n * off_img, pm ? pm + n * mask_img : nullptr, j0, jn);
+        build_table(t, g, po + n * off_img, pm ? pm + n * mask_img : nullptr, j0, jn, par);
         if (need_col) {
-          fill_columns(t, g, xn, col, jn);
+          fill_columns(t, g, xn, col, jn, par);
           const T beta = (n == n0 && j0 == 0) ? T(0) : T(1);
           for (int64_t gi = 0; gi < g.G; ++gi)
             gemm(false, true, g.Og, K, jn, T(1), gyn + gi * g.Og * g.P + j0, g.P, col + gi * K * jn, jn, beta,
@@ -309,10 +316,10 @@ void deform_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& off
           for (int64_t gi = 0; gi < g.G; ++gi)
             gemm(true, false, K, jn, g.Og, T(1), pw + gi * g.Og * K, K, gyn + gi * g.Og * g.P + j0, g.P, T(0),
                  dcol + gi * K * jn, jn);
-          if (gxn) scatter_input_grad(t, g, dcol, gxn, jn);
+          if (gxn) scatter_input_grad(t, g, dcol, gxn, jn, par);
           if (pgo || pgm)
             offset_mask_grad(t, g, xn, dcol, pgo ? pgo + n * off_img : nullptr, pgm ? pgm + n * mask_img : nullptr,
-                             j0, jn);
+                             j0, jn, par);
         }
       }
     }

@@ -229,12 +229,15 @@ TEST_CASE("deform_conv2d: bit-identical across runs; thread counts agree") {
   omp_set_num_threads(1);
   const auto r3 = run();
   omp_set_num_threads(nth);
-  REQUIRE(r3.size() == r1.size());
-  for (size_t i = 0; i < r1.size(); ++i) {
+  REQUIRE(r3.size() == 5);  // y, gx, goffset, gmask, gw
+  // y, gx, goffset and gmask do not depend on the thread count (same per-element order, thread-count-independent
+  // GEMM); the weight gradient sums per-thread partials, so only agrees to rounding.
+  for (size_t i = 0; i < 4; ++i) {
     CAPTURE(i);
-    const Shape s{int64_t(r1[i].size())};
-    check_close(Tensor::from_vector(r3[i], s), Tensor::from_vector(r1[i], s), 1e-4, 1e-4, "1 thread vs default");
+    CHECK(r3[i] == r1[i]);
   }
+  const Shape s{int64_t(r1[4].size())};
+  check_close(Tensor::from_vector(r3[4], s), Tensor::from_vector(r1[4], s), 1e-4, 1e-4, "gw: 1 thread vs default");
 }
 
 TEST_CASE("deform_conv2d: a NaN offset gives a NaN output and gradients (not a silent 'outside' zero)") {
