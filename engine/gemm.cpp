@@ -255,6 +255,45 @@ void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
 
 const char* sgemm_kernel_name() { return kKernelName; }
 
+static_assert(KC == 256, "sgemm_packed in gemm.h hard-codes the K block");
+
+int64_t sgemm_packed_a_size(int64_t M, int64_t K) { return round_up(M, MR) * K; }
+int64_t sgemm_packed_bufb_size() { return NC * KC; }
+int sgemm_nr() { return NR; }
+int sgemm_mr() { return MR; }
+int64_t sgemm_nc() { return NC; }
+
+// Layout: K block pc (kc = min(KC, K - pc)) starts at pc·round_up(M, MR); inside it, MR-row panels of
+// MR·kc floats (so the MC block at row ic starts at ic·kc, as in gemm_serial's bufA).
+void sgemm_pack_a(bool ta, int64_t M, int64_t K, const float* A, int64_t lda, float* dst) {
+  const int64_t Mp = round_up(M, MR);
+  for (int64_t pc = 0; pc < K; pc += KC) {
+    const int64_t kc = std::min(KC, K - pc);
+    pack_a(ta, ta ? A + pc * lda : A + pc, lda, M, kc, dst + pc * Mp);
+  }
+}
+
+void sgemm_pack_b(bool tb, const float* B, int64_t ldb, int64_t kc, int64_t nc, float* dst) {
+  pack_b(tb, B, ldb, kc, nc, dst);
+}
+
+// C[M, nc] (+)= A[:, pc:pc+kc] · Bp for one packed K block (the body of gemm_serial's pc loop).
+void sgemm_packed_block(int64_t M, int64_t nc, int64_t kc, int64_t pc, float alpha, const float* Ap, const float* Bp,
+                        float beta, float* C, int64_t ldc) {
+  const float* a_blk = Ap + pc * round_up(M, MR);
+  for (int64_t ic = 0; ic < M; ic += MC) {
+    const int64_t mc = std::min(MC, M - ic);
+    for (int64_t jr = 0; jr < nc; jr += NR) {
+      const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+      const float* bp = Bp + jr * kc;
+      for (int64_t ir = 0; ir < mc; ir += MR) {
+        const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+        ukernel(kc, a_blk + (ic + ir) * kc, bp, C + (ic + ir) * ldc + jr, ldc, alpha, beta, mr, nr);
+      }
+    }
+  }
+}
+
 void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;

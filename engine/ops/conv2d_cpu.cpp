@@ -19,6 +19,7 @@
 
 #include "engine/gemm.h"
 #include "engine/ops/conv2d.h"
+#include "engine/ops/conv2d_winograd.h"
 
 namespace kdet::cpu {
 
@@ -51,14 +52,14 @@ inline void valid_range(int64_t L, int64_t O, int64_t s, int64_t p, int64_t kd, 
 }
 
 // Output-pixel chunk [j0, j0+jn) of im2col for one image x [C, H, W]: col [C·KK, jn] (row stride jn).
+// Row r = (c, kh, kw) of im2col for output pixels [j0, j0+jn) of one image: dst[0, jn).
 template <class T>
-void im2col(const T* x, T* col, int64_t j0, int64_t jn, const Geom& g, const Conv2dArgs& a) {
-  const int64_t rows = g.C * g.KK, j1 = j0 + jn;
-#pragma omp parallel for schedule(static) if (rows * jn > (1 << 15))
-  for (int64_t r = 0; r < rows; ++r) {
+inline void im2col_row(const T* x, int64_t r, T* dst_row, int64_t j0, int64_t jn, const Geom& g, const Conv2dArgs& a) {
+  const int64_t j1 = j0 + jn;
+  {
     const int64_t c = r / g.KK, kh = (r / g.KW) % g.KH, kw = r % g.KW;
     const T* xc = x + c * g.HW;
-    T* dst = col + r * jn - j0;  // dst[p] for p in [j0, j1)
+    T* dst = dst_row - j0;  // dst[p] for p in [j0, j1)
     int64_t oh_lo, oh_hi, ow_lo, ow_hi;
     valid_range(g.H, g.Ho, a.stride_h, a.pad_h, kh * a.dilation_h, oh_lo, oh_hi);
     valid_range(g.W, g.Wo, a.stride_w, a.pad_w, kw * a.dilation_w, ow_lo, ow_hi);
@@ -92,6 +93,30 @@ void im2col(const T* x, T* col, int64_t j0, int64_t jn, const Geom& g, const Con
         for (; ow < hi; ++ow) d[ow] = src[ow * s];
       }
       for (int64_t ow = hi; ow < a1; ++ow) d[ow] = T(0);
+    }
+  }
+}
+
+// Output-pixel chunk [j0, j0+jn) of im2col for one image x [C, H, W]: col [C·KK, jn] (row stride jn).
+template <class T>
+void im2col(const T* x, T* col, int64_t j0, int64_t jn, const Geom& g, const Conv2dArgs& a) {
+  const int64_t rows = g.C * g.KK;
+#pragma omp parallel for schedule(static) if (rows * jn > (1 << 15))
+  for (int64_t r = 0; r < rows; ++r) im2col_row(x, r, col + r * jn, j0, jn, g, a);
+}
+
+// The GEMM's B packer straight from the image (no column buffer): im2col rows [k0, k0+kc) of group gi,
+// pixels [j0, j0+nc), as NR-column panels (sgemm_packed); tmp holds nc floats.
+void pack_im2col(const float* x, int64_t gi, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* dst, float* tmp,
+                 const Geom& g, const Conv2dArgs& a) {
+  const int64_t NR = sgemm_nr(), K = g.Cg * g.KK;
+  for (int64_t r = 0; r < kc; ++r) {
+    im2col_row(x, gi * K + k0 + r, tmp, j0, nc, g, a);
+    for (int64_t p = 0; p < nc; p += NR) {
+      const int64_t w = std::min(NR, nc - p);
+      float* d = dst + p * kc + r * NR;
+      std::memcpy(d, tmp + p, w * sizeof(float));
+      std::fill(d + w, d + NR, 0.f);
     }
   }
 }
@@ -147,12 +172,41 @@ int threads_available() { return omp_in_parallel() ? 1 : omp_get_max_threads(); 
 // stays in that core's cache). Otherwise the items run in order with threads inside im2col and GEMM.
 bool per_thread_items(int64_t items, int nth) { return nth > 1 && (items % nth == 0 || items >= 4 * nth); }
 
+// f32 with one thread per work item: the weights (op(W) per group) are packed once per call into the
+// GEMM's A-panel layout (sgemm_pack_a) instead of once per pixel chunk, and each item runs
+// sgemm_packed on its own packing buffer. Bit-identical to the sgemm path (same blocking and K order).
+struct PackedW {
+  Tensor buf;
+  int64_t per = 0;  // floats per group
+  const float* group(int64_t gi) const { return buf.data<float>() + gi * per; }
+};
+
+PackedW pack_weights(bool trans, const float* w, int64_t G, int64_t Og, int64_t K) {
+  PackedW p;
+  const int64_t M = trans ? K : Og, KK = trans ? Og : K;
+  p.per = (sgemm_packed_a_size(M, KK) + 15) / 16 * 16;
+  p.buf = Tensor::empty({G * p.per}, DType::F32);
+  float* d = p.buf.data<float>();
+#pragma omp parallel for schedule(static) if (G > 1)
+  for (int64_t gi = 0; gi < G; ++gi) sgemm_pack_a(trans, M, KK, w + gi * Og * K, K, d + gi * p.per);
+  return p;
+}
+
+// Floats of one thread's B packing buffer for chunks of at most `cols` columns.
+int64_t bufb_floats(int64_t cols) {
+  const int64_t nr = sgemm_nr();
+  return (std::min(sgemm_nc(), cols) + nr - 1) / nr * nr * 256;
+}
+
 }  // namespace
 
 void set_conv2d_chunk_bytes(int64_t bytes) { g_chunk_bytes = bytes > 0 ? bytes : int64_t(1) << 20; }
 
 template <class T>
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const Conv2dArgs& a) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (winograd_applies(x.shape(), w.shape(), a)) return winograd_forward(x, w, b, y);
+  }
   const Geom g = geom(x.shape(), w.shape(), y.shape(), a);
   const T* px = x.data<T>();
   const T* pw = w.data<T>();
@@ -162,10 +216,49 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y
   const int nth = threads_available();
   const bool split = per_thread_items(items, nth);
   const int nbuf = split ? nth : 1;
-  const int64_t col_sz = g.C * g.KK * CH;
+  // The f32 packed path packs im2col rows straight into the GEMM panels: one row (CH floats) of scratch.
+  const bool packed = std::is_same_v<T, float> && (split || nth == 1);
+  const int64_t col_sz = packed ? CH : g.C * g.KK * CH;
   Tensor col;
   if (!g.direct) col = Tensor::empty({nbuf * col_sz}, x.dtype());
   const T* pb = b.defined() ? b.data<T>() : nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    if (packed) {
+      const PackedW pw_p = pack_weights(false, pw, g.G, g.Og, K);
+      const int64_t bsz = bufb_floats(CH);
+      Tensor bb = Tensor::empty({nbuf * bsz}, DType::F32);
+      T* cb = g.direct ? nullptr : col.data<T>();
+      auto pitem = [&](int64_t it, T* cbuf, float* bufB) {
+        const int64_t n = it / nch, j0 = (it % nch) * CH, jn = std::min(CH, g.P - j0);
+        const T* xn = px + n * g.C * g.HW;
+        T* yn = py + n * g.O * g.P + j0;
+        if (pb)
+          for (int64_t o = 0; o < g.O; ++o) std::fill(yn + o * g.P, yn + o * g.P + jn, pb[o]);
+        for (int64_t gi = 0; gi < g.G; ++gi) {
+          const float* sg = xn + j0 + gi * K * g.P;  // 1×1: op(B) is x itself
+          sgemm_packed(
+              g.Og, jn, K, 1.f, pw_p.group(gi),
+              [&](int64_t k0, int64_t kc, int64_t c0, int64_t nc, float* dst) {
+                if (g.direct)
+                  sgemm_pack_b(false, sg + k0 * g.P + c0, g.P, kc, nc, dst);
+                else
+                  pack_im2col(xn, gi, k0, kc, j0 + c0, nc, dst, cbuf, g, a);
+              },
+              pb ? 1.f : 0.f, yn + gi * g.Og * g.P, g.P, bufB);
+        }
+      };
+      if (split) {
+#pragma omp parallel for schedule(static) num_threads(nth)
+        for (int64_t it = 0; it < items; ++it) {
+          const int t = omp_get_thread_num();
+          pitem(it, cb ? cb + t * col_sz : nullptr, bb.data<float>() + t * bsz);
+        }
+      } else {
+        for (int64_t it = 0; it < items; ++it) pitem(it, cb, bb.data<float>());
+      }
+      return;
+    }
+  }
   auto item = [&](int64_t it, T* cbuf) {
     const int64_t n = it / nch, j0 = (it % nch) * CH, jn = std::min(CH, g.P - j0);
     const T* xn = px + n * g.C * g.HW;
@@ -194,6 +287,9 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y
 
 template <class T>
 void conv2d_backward_input(const Tensor& gy, const Tensor& w, Tensor& gx, const Conv2dArgs& a) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (winograd_applies(gx.shape(), w.shape(), a)) return winograd_backward_input(gy, w, gx);
+  }
   const Geom g = geom(gx.shape(), w.shape(), gy.shape(), a);
   const T* pgy = gy.data<T>();
   const T* pw = w.data<T>();
@@ -207,6 +303,42 @@ void conv2d_backward_input(const Tensor& gy, const Tensor& w, Tensor& gx, const 
   const int64_t col_sz = g.C * g.KK * CH;
   Tensor col;
   if (!g.direct) col = Tensor::empty({nbuf * col_sz}, gy.dtype());
+  if constexpr (std::is_same_v<T, float>) {
+    if (!g.direct && (split || nth == 1)) {
+      const PackedW pw_p = pack_weights(true, pw, g.G, g.Og, K);
+      const int64_t bsz = bufb_floats(CH);
+      Tensor bb = Tensor::empty({nbuf * bsz}, DType::F32);
+      auto pimage = [&](int64_t n, T* cbuf, float* bufB) {
+        const T* gyn = pgy + n * g.O * g.P;
+        T* gxn = pgx + n * g.C * g.HW;
+        std::fill(gxn, gxn + g.C * g.HW, T(0));
+        for (int64_t j0 = 0; j0 < g.P; j0 += CH) {
+          const int64_t jn = std::min(CH, g.P - j0);
+          for (int64_t gi = 0; gi < g.G; ++gi) {
+            const float* sg = gyn + gi * g.Og * g.P + j0;
+            sgemm_packed(
+                K, jn, g.Og, 1.f, pw_p.group(gi),
+                [&](int64_t k0, int64_t kc, int64_t c0, int64_t nc, float* dst) {
+                  sgemm_pack_b(false, sg + k0 * g.P + c0, g.P, kc, nc, dst);
+                },
+                0.f, cbuf + gi * K * jn, jn, bufB);
+          }
+          col2im_add<T>(cbuf, gxn, j0, jn, g, a);
+        }
+      };
+      T* cb = col.data<T>();
+      if (split) {
+#pragma omp parallel for schedule(static) num_threads(nth)
+        for (int64_t n = 0; n < g.N; ++n) {
+          const int t = omp_get_thread_num();
+          pimage(n, cb + t * col_sz, bb.data<float>() + t * bsz);
+        }
+      } else {
+        for (int64_t n = 0; n < g.N; ++n) pimage(n, cb, bb.data<float>());
+      }
+      return;
+    }
+  }
   auto image = [&](int64_t n, T* cbuf) {
     const T* gyn = pgy + n * g.O * g.P;
     T* gxn = pgx + n * g.C * g.HW;
@@ -237,6 +369,9 @@ void conv2d_backward_input(const Tensor& gy, const Tensor& w, Tensor& gx, const 
 
 template <class T>
 void conv2d_backward_weight(const Tensor& gy, const Tensor& x, Tensor& gw, const Conv2dArgs& a) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (winograd_applies(x.shape(), gw.shape(), a, true)) return winograd_backward_weight(gy, x, gw);
+  }
   const Geom g = geom(x.shape(), gw.shape(), gy.shape(), a);
   const T* pgy = gy.data<T>();
   const T* px = x.data<T>();

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "engine/ops/conv2d.h"
+#include "engine/ops/conv2d_winograd.h"
 #include "engine/ops/elementwise.h"
 #include "engine/random.h"
 #include "tests/fixtures.h"
@@ -167,4 +168,59 @@ TEST_CASE("conv2d: bit-identical across runs") {
   auto g1 = ops::conv2d_backward_weight(gy, x, w.shape(), a).to_vector<float>();
   auto g2 = ops::conv2d_backward_weight(gy, x, w.shape(), a).to_vector<float>();
   CHECK(g1 == g2);
+}
+
+namespace {
+struct WinogradMode {  // forces the Winograd path for the test's lifetime (any channel count)
+  explicit WinogradMode(int m) { cpu::set_conv2d_winograd(m); }
+  ~WinogradMode() { cpu::set_conv2d_winograd(0); }
+};
+}  // namespace
+
+TEST_CASE("conv2d: Winograd F(2x2,3x3) f32 path matches the f64 path (forward, input and weight gradients)") {
+  struct C {
+    int64_t n, c, h, w, o;
+    bool bias;
+  };
+  // Odd sizes (partial 2×2 tiles), 1×1 and 2×3 maps, K > 256 (two GEMM K blocks), several row chunks
+  // (33×130), the whole-batch path (few tiles) and the row-chunk path (many tiles).
+  const std::vector<C> cases = {{1, 3, 7, 5, 4, true},   {3, 4, 1, 1, 2, true},    {1, 2, 2, 3, 3, false},
+                                {2, 70, 16, 16, 65, false}, {1, 8, 33, 130, 9, true}, {2, 300, 6, 7, 20, false},
+                                {2, 64, 32, 40, 64, true}};
+  for (int mode : {1, 0}) {  // forced, then automatic (the last case: 64 channels, 2560 pixels)
+    WinogradMode wm(mode);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const C& k = cases[i];
+      if (mode == 0 && i + 1 != cases.size()) continue;
+      CAPTURE(mode);
+      CAPTURE(i);
+      Generator g(300 + i);
+      Tensor x64 = rand_normal({k.n, k.c, k.h, k.w}, g, 0, 1, DType::F64);
+      Tensor w64 = rand_normal({k.o, k.c, 3, 3}, g, 0, 0.1, DType::F64);
+      Tensor b64 = k.bias ? rand_normal({k.o}, g, 0, 1, DType::F64) : Tensor();
+      const Conv2dArgs a = Conv2dArgs::make(1, 1);
+      Tensor x = x64.to(DType::F32), w = w64.to(DType::F32), b = k.bias ? b64.to(DType::F32) : Tensor();
+      Tensor y64 = ops::conv2d(x64, w64, b64, a);
+      if (i < 3) check_close(y64, conv_naive(x64, w64, b64, a), 1e-12, 1e-12, "conv2d f64 vs direct");
+      check_close(ops::conv2d(x, w, b, a), y64, 1e-4, 1e-4, "winograd forward vs f64");
+      Tensor gy64 = rand_normal(y64.shape(), g, 0, 1, DType::F64), gy = gy64.to(DType::F32);
+      check_close(ops::conv2d_backward_input(gy, w, x.shape(), a),
+                  ops::conv2d_backward_input(gy64, w64, x64.shape(), a), 1e-4, 1e-4, "winograd backward_input");
+      check_close(ops::conv2d_backward_weight(gy, x, w.shape(), a),
+                  ops::conv2d_backward_weight(gy64, x64, w64.shape(), a), 1e-4, 2e-3, "winograd backward_weight");
+    }
+  }
+}
+
+TEST_CASE("conv2d: Winograd path is bit-identical across runs") {
+  WinogradMode wm(1);
+  Generator g(8);
+  Tensor x = rand_normal({2, 24, 21, 18}, g), w = rand_normal({40, 24, 3, 3}, g, 0, 0.1);
+  Tensor gy = rand_normal({2, 40, 21, 18}, g);
+  const Conv2dArgs a = Conv2dArgs::make(1, 1);
+  CHECK(ops::conv2d(x, w, Tensor(), a).to_vector<float>() == ops::conv2d(x, w, Tensor(), a).to_vector<float>());
+  CHECK(ops::conv2d_backward_input(gy, w, x.shape(), a).to_vector<float>() ==
+        ops::conv2d_backward_input(gy, w, x.shape(), a).to_vector<float>());
+  CHECK(ops::conv2d_backward_weight(gy, x, w.shape(), a).to_vector<float>() ==
+        ops::conv2d_backward_weight(gy, x, w.shape(), a).to_vector<float>());
 }
