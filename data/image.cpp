@@ -163,6 +163,8 @@ Image decode_image(const uint8_t* data, size_t n, const std::string& name, int64
   // The header is read first so that a corrupt or hostile size (stb accepts up to 2^24 per side) is
   // refused with a message before stb allocates the pixel buffer.
   const bool stb_header_ok = stbi_info_from_memory(data, static_cast<int>(n), &w, &h, &c);
+  // (stb reads a BMP height as abs(int32): -2^31 stays negative)
+  if (stb_header_ok) KDET_CHECK(w > 0 && h > 0, name, ": cannot decode image: it is ", w, "x", h, " pixels");
   if (stb_header_ok)
     KDET_CHECK(static_cast<int64_t>(w) * h <= max_pixels, name, ": image ", w, "x", h,
                " exceeds the limit of ", max_pixels, " pixels (corrupt header? tile or downscale larger images)");
