@@ -66,6 +66,21 @@ std::vector<ImageGeometry> Detector::geometry(const data::Batch& batch) {
   return out;
 }
 
+void unflip_detections(std::vector<Detections>& d, const data::Batch& batch, bool rescale) {
+  KDET_CHECK(d.size() == batch.size(), "unflip_detections: ", d.size(), " detection lists for ", batch.size(), " images");
+  for (size_t n = 0; n < d.size(); ++n) {
+    const auto& m = batch.metas[n];
+    if (!m.flip || d[n].size() == 0) continue;
+    const float W = rescale ? static_cast<float>(m.img_w) / m.scale_w : static_cast<float>(m.img_w);
+    float* b = d[n].boxes.data<float>();
+    for (int64_t i = 0; i < d[n].size(); ++i) {
+      const float x1 = b[i * 4], x2 = b[i * 4 + 2];
+      b[i * 4] = W - x2;
+      b[i * 4 + 2] = W - x1;
+    }
+  }
+}
+
 data::Batch slice_batch(const data::Batch& b, int64_t i0, int64_t i1) {
   const int64_t n = static_cast<int64_t>(b.size());
   KDET_CHECK(0 <= i0 && i0 < i1 && i1 <= n, "slice_batch: images [", i0, ", ", i1, ") of a batch of ", n);

@@ -101,6 +101,10 @@ class Detector : public Module {
   static std::vector<ImageGeometry> geometry(const data::Batch& batch);
 };
 
+// Detections of horizontally flipped inputs (train-time metas with flip) mapped back to the unflipped
+// frame: x' = W - x with W = img_w (/ scale_w when rescaled). Every detector's predict() ends with it.
+void unflip_detections(std::vector<Detections>& d, const data::Batch& batch, bool rescale);
+
 // Sub-batch of images [i0, i1) of a batch (images, annotations, metadata).
 data::Batch slice_batch(const data::Batch& b, int64_t i0, int64_t i1);
 

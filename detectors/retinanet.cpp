@@ -156,18 +156,7 @@ std::vector<Detections> RetinaNet::predict(const data::Batch& batch, bool rescal
   DenseTestConfig tc = cfg_.head.test;
   tc.rescale = rescale;
   std::vector<Detections> d = head_->predict(t.head, geo, &tc);
-  // Flipped inputs (train-time metas): un-flip in original coordinates (x' = img_w / w_scale - x).
-  for (size_t n = 0; n < d.size(); ++n) {
-    const auto& m = batch.metas[n];
-    if (!m.flip || d[n].size() == 0) continue;
-    const float W = rescale ? static_cast<float>(m.img_w) / m.scale_w : static_cast<float>(m.img_w);
-    float* b = d[n].boxes.data<float>();
-    for (int64_t i = 0; i < d[n].size(); ++i) {
-      const float x1 = b[i * 4], x2 = b[i * 4 + 2];
-      b[i * 4] = W - x2;
-      b[i * 4 + 2] = W - x1;
-    }
-  }
+  unflip_detections(d, batch, rescale);
   if (taps) *taps = std::move(t);
   return d;
 }
