@@ -1,8 +1,10 @@
 #include "distill/kd_common.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/ops/compare.h"
+#include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/masked_conv2d.h"
 #include "engine/ops/matmul.h"
@@ -23,19 +25,251 @@ void KdResult::accumulate(const std::string& name, const Var& v) {
     it->second = it->second + v;
 }
 
-Var spatial_attention(const Var& f, double tau) {
-  KDET_CHECK(f.ndim() == 4, "spatial_attention: expects [N, C, H, W], got ", f.data().desc());
-  const int64_t N = f.size(0), H = f.size(2), W = f.size(3);
-  Var g = mean(abs(f), {1});  // [N, H, W]
+// ---- fused |f| means -------------------------------------------------------------------------
+
+namespace {
+
+constexpr int64_t kChanBlocks = 8;  // fixed channel blocks per image: partial sums independent of threads
+
+// sp [N, HW] = mean_c |f| (when sp), ch [N, C] = mean_hw |f| (when ch), f contiguous [N, C, HW].
+template <class T>
+void abs_means_cpu(const T* f, int64_t N, int64_t C, int64_t HW, T* sp, T* ch) {
+  const int64_t B = std::min(C, kChanBlocks);
+  std::vector<double> part(sp ? N * B * HW : 0);
+#pragma omp parallel for schedule(static) if (N * C * HW > cpu::kParallelGrain)
+  for (int64_t nb = 0; nb < N * B; ++nb) {
+    const int64_t n = nb / B, b = nb % B, c0 = C * b / B, c1 = C * (b + 1) / B;
+    double* ps = sp ? part.data() + nb * HW : nullptr;
+    if (ps) std::fill(ps, ps + HW, 0.0);
+    for (int64_t c = c0; c < c1; ++c) {
+      const T* x = f + (n * C + c) * HW;
+      double acc = 0;
+      for (int64_t p = 0; p < HW; ++p) {
+        const double v = std::abs(static_cast<double>(x[p]));
+        acc += v;
+        if (ps) ps[p] += v;
+      }
+      if (ch) ch[n * C + c] = static_cast<T>(acc / static_cast<double>(HW));
+    }
+  }
+  if (sp)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t p = 0; p < HW; ++p) {
+        double acc = 0;
+        for (int64_t b = 0; b < B; ++b) acc += part[(n * B + b) * HW + p];
+        sp[n * HW + p] = static_cast<T>(acc / static_cast<double>(C));
+      }
+}
+
+// {sp, ch} (each only when asked for) of f [N, C, H, W].
+std::pair<Tensor, Tensor> abs_means_impl(const Tensor& f, bool want_sp, bool want_ch, const char* who) {
+  KDET_CHECK(f.ndim() == 4, who, ": expects [N, C, H, W], got ", f.desc());
+  KDET_CHECK(f.device().is_cpu(), who, ": CPU only (got ", f.desc(), ")");
+  const Tensor fc = f.contiguous();
+  const int64_t N = f.size(0), C = f.size(1), H = f.size(2), W = f.size(3);
+  Tensor sp = want_sp ? Tensor::empty({N, H, W}, f.dtype()) : Tensor();
+  Tensor ch = want_ch ? Tensor::empty({N, C}, f.dtype()) : Tensor();
+  dispatch_float(f.dtype(), who, [&](auto tag) {
+    using T = decltype(tag);
+    abs_means_cpu<T>(fc.data<T>(), N, C, H * W, want_sp ? sp.data<T>() : nullptr, want_ch ? ch.data<T>() : nullptr);
+  });
+  return {sp, ch};
+}
+
+// dx = sign(f)·g/n with g [N, HW] (over_c) or [N, C] broadcast over the plane.
+Tensor abs_mean_backward(const Tensor& f, const Tensor& g, bool over_c) {
+  const int64_t N = f.size(0), C = f.size(1), HW = f.size(2) * f.size(3);
+  const Tensor gc = g.contiguous();
+  Tensor dx = Tensor::empty(f.shape(), f.dtype());
+  dispatch_float(f.dtype(), "kd_abs_mean backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pf = f.data<T>();
+    const T* pg = gc.data<T>();
+    T* pd = dx.data<T>();
+    const T inv = T(1) / static_cast<T>(over_c ? C : HW);
+#pragma omp parallel for schedule(static) if (N * C * HW > cpu::kParallelGrain)
+    for (int64_t nc = 0; nc < N * C; ++nc) {
+      const T* x = pf + nc * HW;
+      T* d = pd + nc * HW;
+      if (over_c) {
+        const T* gr = pg + (nc / C) * HW;
+#pragma omp simd
+        for (int64_t p = 0; p < HW; ++p) d[p] = x[p] > T(0) ? gr[p] * inv : x[p] < T(0) ? -gr[p] * inv : T(0);
+      } else {
+        const T gv = pg[nc] * inv;
+#pragma omp simd
+        for (int64_t p = 0; p < HW; ++p) d[p] = x[p] > T(0) ? gv : x[p] < T(0) ? -gv : T(0);
+      }
+    }
+  });
+  return dx;
+}
+
+Var spatial_from_mean(const Var& g, double tau) {  // g [N, H, W] -> H·W·softmax(g/τ)
+  const int64_t N = g.size(0), H = g.size(1), W = g.size(2);
   Var p = softmax(reshape(g / tau, {N, H * W}), 1);
   return reshape(p * static_cast<double>(H * W), {N, H, W});
 }
 
+Var channel_from_mean(const Var& g, double tau) { return softmax(g / tau, 1) * static_cast<double>(g.size(1)); }
+
+}  // namespace
+
+Var abs_mean_channels(const Var& f) {
+  Tensor y = abs_means_impl(f.data(), true, false, "kd_abs_mean_c").first;
+  return record("kd_abs_mean_c", y, {&f}, [fd = f.data().contiguous()](const Tensor& g, Grads& gr) {
+    gr.accumulate(0, abs_mean_backward(fd, g, true));
+  });
+}
+
+Var abs_mean_spatial(const Var& f) {
+  Tensor y = abs_means_impl(f.data(), false, true, "kd_abs_mean_hw").second;
+  return record("kd_abs_mean_hw", y, {&f}, [fd = f.data().contiguous()](const Tensor& g, Grads& gr) {
+    gr.accumulate(0, abs_mean_backward(fd, g, false));
+  });
+}
+
+std::pair<Tensor, Tensor> abs_means(const Tensor& f) { return abs_means_impl(f, true, true, "kd_abs_means"); }
+
+std::pair<Tensor, Tensor> attention_maps(const Tensor& f, double tau_s, double tau_c) {
+  NoGradGuard ng;
+  auto [sp, ch] = abs_means(f);
+  return {spatial_from_mean(Var(sp), tau_s).data(), channel_from_mean(Var(ch), tau_c).data()};
+}
+
+Var spatial_attention(const Var& f, double tau) {
+  KDET_CHECK(f.ndim() == 4, "spatial_attention: expects [N, C, H, W], got ", f.data().desc());
+  return spatial_from_mean(abs_mean_channels(f), tau);
+}
+
 Var channel_attention(const Var& f, double tau) {
   KDET_CHECK(f.ndim() == 4, "channel_attention: expects [N, C, H, W], got ", f.data().desc());
-  const int64_t C = f.size(1);
-  Var g = mean(abs(f), {2, 3});  // [N, C]
-  return softmax(g / tau, 1) * static_cast<double>(C);
+  return channel_from_mean(abs_mean_spatial(f), tau);
+}
+
+// ---- fused Σ w·(a − b)² ---------------------------------------------------------------------------
+
+namespace {
+
+// a, b (and the weights) viewed as [N, C, L]; weight k's index = n·wn[k] + c·wc[k] + p·wp[k].
+struct SqGeom {
+  int64_t N, C, L, wn[2] = {0, 0}, wc[2] = {0, 0}, wp[2] = {0, 0};
+  int nw = 0;
+};
+
+SqGeom sq_geom(const Tensor& a, const Tensor& b, const Tensor& w, const Tensor& w2) {
+  KDET_CHECK(a.ndim() >= 1 && a.shape() == b.shape() && a.dtype() == b.dtype(), "kd_sq_dist_sum: a ", a.desc(),
+             " and b ", b.desc(), " must have one shape and dtype");
+  KDET_CHECK(a.device().is_cpu() && b.device().is_cpu(), "kd_sq_dist_sum: CPU only (got ", a.desc(), ")");
+  SqGeom g;
+  g.N = a.size(0);
+  const bool four = a.ndim() == 4;
+  g.C = four ? a.size(1) : 1;
+  g.L = g.N * g.C == 0 ? 0 : a.numel() / (g.N * g.C);
+  KDET_CHECK(w.defined() || !w2.defined(), "kd_sq_dist_sum: second weight without a first");
+  for (const Tensor* wt : {&w, &w2}) {
+    if (!wt->defined()) break;
+    KDET_CHECK(wt->dtype() == a.dtype() && wt->device().is_cpu(), "kd_sq_dist_sum: weight ", wt->desc(), " vs ",
+               a.desc());
+    const int k = g.nw++;
+    if (wt->shape() == a.shape()) {
+      g.wn[k] = g.C * g.L, g.wc[k] = g.L, g.wp[k] = 1;
+    } else if (four && wt->shape() == Shape{g.N, 1, a.size(2), a.size(3)}) {
+      g.wn[k] = g.L, g.wc[k] = 0, g.wp[k] = 1;
+    } else if (four && wt->shape() == Shape{g.N, g.C, 1, 1}) {
+      g.wn[k] = g.C, g.wc[k] = 1, g.wp[k] = 0;
+    } else {
+      KDET_FAIL("kd_sq_dist_sum: weight ", wt->desc(), " must have the shape of ", a.desc(),
+                four ? " or [N, 1, H, W] or [N, C, 1, 1]" : "");
+    }
+  }
+  return g;
+}
+
+// Per-image sums [N] (double).
+template <class T>
+std::vector<double> sq_dist_cpu(const T* a, const T* b, const T* const* w, const SqGeom& g) {
+  std::vector<double> part(g.N * g.C);
+#pragma omp parallel for schedule(static) if (g.N * g.C * g.L > cpu::kParallelGrain)
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    const int64_t n = nc / g.C, c = nc % g.C;
+    const T* x = a + nc * g.L;
+    const T* y = b + nc * g.L;
+    const T* w0 = g.nw > 0 ? w[0] + n * g.wn[0] + c * g.wc[0] : nullptr;
+    const T* w1 = g.nw > 1 ? w[1] + n * g.wn[1] + c * g.wc[1] : nullptr;
+    double acc = 0;
+    for (int64_t p = 0; p < g.L; ++p) {
+      const double d = static_cast<double>(x[p]) - static_cast<double>(y[p]);
+      double v = d * d;
+      if (w0) v *= static_cast<double>(w0[p * g.wp[0]]);
+      if (w1) v *= static_cast<double>(w1[p * g.wp[1]]);
+      acc += v;
+    }
+    part[nc] = acc;
+  }
+  std::vector<double> per(g.N, 0.0);
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) per[nc / g.C] += part[nc];
+  return per;
+}
+
+// da = 2·gs[n]·w·(a − b) (and db = −da), each written when its pointer is non-null.
+template <class T>
+void sq_dist_backward_cpu(const T* a, const T* b, const T* const* w, const SqGeom& g, const std::vector<double>& gs,
+                          T* da, T* db) {
+#pragma omp parallel for schedule(static) if (g.N * g.C * g.L > cpu::kParallelGrain)
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    const int64_t n = nc / g.C, c = nc % g.C;
+    const T s = static_cast<T>(2.0 * gs[n]);
+    const T* x = a + nc * g.L;
+    const T* y = b + nc * g.L;
+    const T* w0 = g.nw > 0 ? w[0] + n * g.wn[0] + c * g.wc[0] : nullptr;
+    const T* w1 = g.nw > 1 ? w[1] + n * g.wn[1] + c * g.wc[1] : nullptr;
+    T* pa = da ? da + nc * g.L : nullptr;
+    T* pb = db ? db + nc * g.L : nullptr;
+    for (int64_t p = 0; p < g.L; ++p) {
+      T v = s * (x[p] - y[p]);
+      if (w0) v *= w0[p * g.wp[0]];
+      if (w1) v *= w1[p * g.wp[1]];
+      if (pa) pa[p] = v;
+      if (pb) pb[p] = -v;
+    }
+  }
+}
+
+}  // namespace
+
+Var sq_dist_sum(const Var& a, const Var& b, const Tensor& w, bool per_image, const Tensor& w2) {
+  const Tensor ac = a.data().contiguous(), bc = b.data().contiguous();
+  const Tensor wc = w.defined() ? w.contiguous() : w, wc2 = w2.defined() ? w2.contiguous() : w2;
+  const SqGeom geo = sq_geom(ac, bc, wc, wc2);
+  std::vector<double> per;
+  dispatch_float(ac.dtype(), "kd_sq_dist_sum", [&](auto tag) {
+    using T = decltype(tag);
+    const T* ws[2] = {geo.nw > 0 ? wc.data<T>() : nullptr, geo.nw > 1 ? wc2.data<T>() : nullptr};
+    per = sq_dist_cpu<T>(ac.data<T>(), bc.data<T>(), ws, geo);
+  });
+  Tensor out;
+  if (per_image) {
+    out = Tensor::from_vector(per).to(ac.dtype());
+  } else {
+    double tot = 0;
+    for (double v : per) tot += v;
+    out = Tensor::scalar(tot, ac.dtype());
+  }
+  return record("kd_sq_dist_sum", out, {&a, &b}, [ac, bc, wc, wc2, geo, per_image](const Tensor& g, Grads& gr) {
+    const std::vector<double> gv = g.to_vector<double>();
+    const std::vector<double> gs = per_image ? gv : std::vector<double>(geo.N, gv[0]);
+    Tensor da = gr.wants(0) ? Tensor::empty(ac.shape(), ac.dtype()) : Tensor();
+    Tensor db = gr.wants(1) ? Tensor::empty(ac.shape(), ac.dtype()) : Tensor();
+    dispatch_float(ac.dtype(), "kd_sq_dist_sum backward", [&](auto tag) {
+      using T = decltype(tag);
+      const T* ws[2] = {geo.nw > 0 ? wc.data<T>() : nullptr, geo.nw > 1 ? wc2.data<T>() : nullptr};
+      sq_dist_backward_cpu<T>(ac.data<T>(), bc.data<T>(), ws, geo, gs, da.defined() ? da.data<T>() : nullptr,
+                              db.defined() ? db.data<T>() : nullptr);
+    });
+    if (da.defined()) gr.accumulate(0, da);
+    if (db.defined()) gr.accumulate(1, db);
+  });
 }
 
 Var safe_sqrt(const Var& q) {

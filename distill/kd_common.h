@@ -44,6 +44,25 @@ inline void put_mid(MidSink* sink, const std::string& name, const Tensor& t) {
 Var spatial_attention(const Var& f, double tau);
 Var channel_attention(const Var& f, double tau);
 
+// --- fused kernels (one pass forward, one pass backward; f32/f64; planes in parallel, static schedule,
+// partial sums combined in a fixed order, so results do not depend on the thread count) -----------
+// mean_c |f| -> [N, H, W] and mean_{hw} |f| -> [N, C] of f [N, C, H, W], differentiable: backward
+// sign(f)·g/n (0 at 0, like torch's abs). Ops "kd_abs_mean_c" / "kd_abs_mean_hw".
+Var abs_mean_channels(const Var& f);
+Var abs_mean_spatial(const Var& f);
+// Both means of a constant f in one pass over f: {mean_c |f| [N, H, W], mean_{hw} |f| [N, C]} (the same
+// values as the two ops above, bit for bit).
+std::pair<Tensor, Tensor> abs_means(const Tensor& f);
+// A^S(f;τ_s) [N, H, W] and A^C(f;τ_c) [N, C] of a constant f (one pass over f), = spatial_attention /
+// channel_attention of f bit for bit.
+std::pair<Tensor, Tensor> attention_maps(const Tensor& f, double tau_s, double tau_c);
+// Σ w·w2·(a − b)² over all elements (a 0-d result), or per image ([N] when per_image). a, b [N, ...] of
+// one shape (either may be a constant); w, w2 undefined (all ones) or constants of a's shape, or for 4-D
+// a of shape [N, 1, H, W] or [N, C, 1, 1] (so a spatial × channel weight needs no full-size product).
+// Sums in double. Backward: da = 2·g·w·w2·(a − b) = −db. Op "kd_sq_dist_sum".
+Var sq_dist_sum(const Var& a, const Var& b, const Tensor& w = Tensor(), bool per_image = false,
+                const Tensor& w2 = Tensor());
+
 // floor(ratio * len) computed as one double product (kd_golden_format.md §3).
 int64_t topk_count(double ratio, int64_t len);
 // scores [N, L]; returns keep [N, L] (dtype of scores): 0 at the k largest entries of each row, 1 elsewhere.

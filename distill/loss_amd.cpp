@@ -60,8 +60,7 @@ KdResult AMDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>& 
     // x ⊙ gate = (s ⊙ gate) ⊙ keep bit for bit (keep is 0/1), so the generator's first conv can skip the
     // masked positions.
     Var g = L.gen->forward_masked(s * reshape(gate, {N, C, 1, 1}), keep);
-    Var d = g - Var(T[i]);
-    Var dis = sum(d * d) * invN;
+    Var dis = sq_dist_sum(g, Var(T[i])) * invN;
     Var li = dis * cfg_.alpha;
     r.terms[level_key(i, "dis_loss")] = dis;
     r.accumulate("dis_loss", dis);

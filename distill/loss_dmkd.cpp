@@ -36,12 +36,7 @@ KdResult DMKDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>&
   for (size_t i = 0; i < S.size(); ++i) {
     const Level& L = levels_[i];
     const int64_t C = T[i].size(1), H = T[i].size(2), W = T[i].size(3);
-    Tensor as, ac;
-    {
-      NoGradGuard ng;
-      as = spatial_attention(Var(T[i]), cfg_.temp).data();
-      ac = channel_attention(Var(T[i]), cfg_.temp).data();
-    }
+    const auto [as, ac] = attention_maps(T[i], cfg_.temp, cfg_.temp);
     const Tensor keep_s =
         topk_keep_mask(as.reshape({N, H * W}), topk_count(cfg_.spatial_ratio, H * W)).reshape({N, 1, H, W});
     const Tensor keep_c = topk_keep_mask(ac, topk_count(cfg_.channel_ratio, C)).reshape({N, C, 1, 1});
@@ -52,8 +47,7 @@ KdResult DMKDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>&
     Var rc = L.gen_c->forward_masked(s, keep_c);
     Var w = softmax(*L.fuse, 0);
     Var f = rs * select(w, 0, 0) + rc * select(w, 0, 1);
-    Var d = f - Var(T[i]);
-    Var dis = sum(d * d) * invN;
+    Var dis = sq_dist_sum(f, Var(T[i])) * invN;
     Var li = dis * cfg_.alpha;
     r.terms[level_key(i, "dis_loss")] = dis;
     r.accumulate("dis_loss", dis);

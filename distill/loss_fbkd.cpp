@@ -1,5 +1,10 @@
 #include "distill/loss_fbkd.h"
 
+#include <array>
+#include <cmath>
+#include <memory>
+
+#include "engine/gemm.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/matmul.h"
 #include "engine/ops/pool2d.h"
@@ -31,20 +36,152 @@ void NonLocalBlock::init_weights(Generator& g) {
   bn_->bias().data().fill_(0.0);
 }
 
-Var NonLocalBlock::forward(const Var& x) {
-  const int64_t N = x.size(0), H = x.size(2), W = x.size(3), I = spec_.inter, k = spec_.pool;
-  KDET_CHECK(H >= k && W >= k, "NonLocalBlock: a ", H, "x", W, " feature map is smaller than the pool ", k);
-  Var th = reshape(theta_->forward(x), {N, I, H * W});
-  Var ph = phi_->forward(x);
-  Var gx = g_->forward(x);
-  if (k > 1) {
-    ph = max_pool2d(ph, k, k, 0);
-    gx = max_pool2d(gx, k, k, 0);
+namespace {
+
+// Forward state of nonlocal_attention kept for the backward.
+struct NlSaved {
+  Tensor Y;    // [N, 3I, HW]: θ, φ' (before pooling), g' (before pooling)
+  Tensor P;    // [N, 2I, M]: pooled φ, g
+  Tensor idx;  // i64 [N, 2I, M]: argmax position (in H·W) of each pooled value
+  Tensor A;    // [N, I, I] = g·φᵀ/M
+};
+
+// Max-pool of the k×k windows (stride k, floor) of rows [R, H·W] -> [R, M] + argmax; first maximum on ties,
+// NaN wins (torch CPU).
+template <class T>
+void pool_rows(const T* src, T* dst, int64_t* arg, int64_t R, int64_t H, int64_t W, int64_t k) {
+  const int64_t Ho = H / k, Wo = W / k, M = Ho * Wo;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow) {
+        int64_t best = (oh * k) * W + ow * k;
+        T bv = src[r * H * W + best];
+        for (int64_t a = 0; a < k; ++a)
+          for (int64_t b = 0; b < k; ++b) {
+            const int64_t p = (oh * k + a) * W + ow * k + b;
+            const T v = src[r * H * W + p];
+            if (v > bv || std::isnan(v)) {
+              if (std::isnan(bv)) continue;
+              bv = v, best = p;
+            }
+          }
+        dst[r * M + oh * Wo + ow] = bv;
+        arg[r * M + oh * Wo + ow] = best;
+      }
+}
+
+// Stacked [θ; φ; g] weight [3I, C] and bias [3I] of the three 1×1 convs.
+template <class T>
+void stack_weights(const std::array<Tensor, 6>& wb, int64_t I, int64_t C, T* w, T* b) {
+  for (int j = 0; j < 3; ++j) {
+    const Tensor wc = wb[2 * j].contiguous(), bc = wb[2 * j + 1].contiguous();
+    std::copy_n(wc.data<T>(), I * C, w + j * I * C);
+    std::copy_n(bc.data<T>(), I, b + j * I);
   }
-  const int64_t M = ph.size(2) * ph.size(3);
-  Var f = matmul(transpose(th, 1, 2), reshape(ph, {N, I, M})) / static_cast<double>(M);  // [N, HW, M]
-  Var y = matmul(f, transpose(reshape(gx, {N, I, M}), 1, 2));                             // [N, HW, I]
-  y = reshape(transpose(y, 1, 2), {N, I, H, W});
+}
+
+}  // namespace
+
+Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, const Var& w_phi, const Var& b_phi,
+                       const Var& w_g, const Var& b_g, int64_t pool) {
+  KDET_CHECK(x.ndim() == 4 && x.device().is_cpu(), "kd_nonlocal_attention: expects a CPU [N, C, H, W] input, got ",
+             x.data().desc());
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), HW = H * W, I = w_theta.size(0), k = pool;
+  for (const Var* v : {&w_theta, &w_phi, &w_g})
+    KDET_CHECK((v->shape() == Shape{I, C, 1, 1}) && v->dtype() == x.dtype(), "kd_nonlocal_attention: weight ",
+               v->data().desc(), " must be [", I, ", ", C, ", 1, 1] of the input's dtype");
+  for (const Var* v : {&b_theta, &b_phi, &b_g})
+    KDET_CHECK(v->defined() && (v->shape() == Shape{I}) && v->dtype() == x.dtype(), "kd_nonlocal_attention: bias ",
+               v->defined() ? v->data().desc() : std::string("(none)"), " must be [", I, "]");
+  KDET_CHECK(k >= 1 && H >= k && W >= k, "NonLocalBlock: a ", H, "x", W, " feature map is smaller than the pool ", k);
+  const int64_t M = (H / k) * (W / k);
+  const std::array<Tensor, 6> wb = {w_theta.data(), b_theta.data(), w_phi.data(), b_phi.data(), w_g.data(), b_g.data()};
+  const Tensor xc = x.data().contiguous();
+  auto S = std::make_shared<NlSaved>();
+  S->Y = Tensor::empty({N, 3 * I, HW}, x.dtype());
+  S->P = Tensor::empty({N, 2 * I, M}, x.dtype());
+  S->idx = Tensor::empty({N, 2 * I, M}, DType::I64);
+  S->A = Tensor::empty({N, I, I}, x.dtype());
+  Tensor y = Tensor::empty({N, I, H, W}, x.dtype());
+  dispatch_float(x.dtype(), "kd_nonlocal_attention", [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<T> wcat(3 * I * C), bcat(3 * I);
+    stack_weights<T>(wb, I, C, wcat.data(), bcat.data());
+    for (int64_t n = 0; n < N; ++n) {
+      T* Y = S->Y.data<T>() + n * 3 * I * HW;
+      T* P = S->P.data<T>() + n * 2 * I * M;
+      T* A = S->A.data<T>() + n * I * I;
+      for (int64_t r = 0; r < 3 * I; ++r) std::fill(Y + r * HW, Y + (r + 1) * HW, bcat[r]);
+      gemm(false, false, 3 * I, HW, C, T(1), wcat.data(), C, xc.data<T>() + n * C * HW, HW, T(1), Y, HW);
+      if (k == 1) {
+        std::copy_n(Y + I * HW, 2 * I * HW, P);
+        int64_t* ip = S->idx.data<int64_t>() + n * 2 * I * M;
+        for (int64_t r = 0; r < 2 * I; ++r)
+          for (int64_t p = 0; p < HW; ++p) ip[r * M + p] = p;
+      } else {
+        pool_rows<T>(Y + I * HW, P, S->idx.data<int64_t>() + n * 2 * I * M, 2 * I, H, W, k);
+      }
+      const T* phi = P;
+      const T* g = P + I * M;
+      gemm(false, true, I, I, M, T(1) / static_cast<T>(M), g, M, phi, M, T(0), A, I);       // A = g·φᵀ/M
+      gemm(false, false, I, HW, I, T(1), A, I, Y, HW, T(0), y.data<T>() + n * I * HW, HW);  // y = A·θ
+    }
+  });
+  return record("kd_nonlocal_attention", y, {&x, &w_theta, &b_theta, &w_phi, &b_phi, &w_g, &b_g},
+                [xc, wb, S, I, C, H, W, M](const Tensor& gy, Grads& gr) {
+                  const int64_t N = xc.size(0), HW = H * W;
+                  const Tensor gc = gy.contiguous();
+                  Tensor gx = gr.wants(0) ? Tensor::empty(xc.shape(), xc.dtype()) : Tensor();
+                  const bool want_w = gr.wants(1) || gr.wants(2) || gr.wants(3) || gr.wants(4) || gr.wants(5) ||
+                                      gr.wants(6);
+                  Tensor dw = Tensor::zeros({3 * I, C}, xc.dtype());
+                  std::vector<double> db(3 * I, 0.0);
+                  dispatch_float(xc.dtype(), "kd_nonlocal_attention backward", [&](auto tag) {
+                    using T = decltype(tag);
+                    std::vector<T> wcat(3 * I * C), bcat(3 * I), dY(3 * I * HW), dA(I * I);
+                    stack_weights<T>(wb, I, C, wcat.data(), bcat.data());
+                    for (int64_t n = 0; n < N; ++n) {
+                      const T* dy = gc.data<T>() + n * I * HW;
+                      const T* Y = S->Y.data<T>() + n * 3 * I * HW;
+                      const T* P = S->P.data<T>() + n * 2 * I * M;
+                      const T* A = S->A.data<T>() + n * I * I;
+                      const int64_t* ip = S->idx.data<int64_t>() + n * 2 * I * M;
+                      gemm(true, false, I, HW, I, T(1), A, I, dy, HW, T(0), dY.data(), HW);    // dθ = Aᵀ·dy
+                      gemm(false, true, I, I, HW, T(1), dy, HW, Y, HW, T(0), dA.data(), I);    // dA = dy·θᵀ
+                      std::vector<T> dP(2 * I * M);
+                      const T invM = T(1) / static_cast<T>(M);
+                      gemm(true, false, I, M, I, invM, dA.data(), I, P + I * M, M, T(0), dP.data(), M);  // dφ = dAᵀ·g/M
+                      gemm(false, false, I, M, I, invM, dA.data(), I, P, M, T(0), dP.data() + I * M, M);  // dg = dA·φ/M
+                      std::fill(dY.begin() + I * HW, dY.end(), T(0));
+                      for (int64_t r = 0; r < 2 * I; ++r)  // pooled gradients to the argmax
+                        for (int64_t m = 0; m < M; ++m) dY[(I + r) * HW + ip[r * M + m]] += dP[r * M + m];
+                      if (want_w) {
+                        gemm(false, true, 3 * I, C, HW, T(1), dY.data(), HW, xc.data<T>() + n * C * HW, HW, T(1),
+                             dw.data<T>(), C);
+                        for (int64_t r = 0; r < 3 * I; ++r) {
+                          double acc = 0;
+                          for (int64_t p = 0; p < HW; ++p) acc += static_cast<double>(dY[r * HW + p]);
+                          db[r] += acc;
+                        }
+                      }
+                      if (gx.defined())
+                        gemm(true, false, C, HW, 3 * I, T(1), wcat.data(), C, dY.data(), HW, T(0),
+                             gx.data<T>() + n * C * HW, HW);
+                    }
+                  });
+                  if (gx.defined()) gr.accumulate(0, gx);
+                  const Tensor dbt = Tensor::from_vector(db).to(xc.dtype());
+                  for (int j = 0; j < 3; ++j) {
+                    if (gr.wants(1 + 2 * j))
+                      gr.accumulate(1 + 2 * j, dw.slice(0, j * I, (j + 1) * I).contiguous().reshape({I, C, 1, 1}));
+                    if (gr.wants(2 + 2 * j)) gr.accumulate(2 + 2 * j, dbt.slice(0, j * I, (j + 1) * I).contiguous());
+                  }
+                });
+}
+
+Var NonLocalBlock::forward(const Var& x) {
+  Var y = nonlocal_attention(x, theta_->weight(), theta_->bias(), phi_->weight(), phi_->bias(), g_->weight(),
+                             g_->bias(), spec_.pool);
   return x + bn_->forward(W_->forward(y));
 }
 
@@ -85,10 +222,9 @@ KdResult FBKDLoss::run(const std::vector<Var>& S, const std::vector<Tensor>& T, 
     wv = Var(*w);
   }
   const double r = cfg_.s_ratio;
-  // The un-weighted term (a 0-d root over the batch, or [N] per-image roots) reduced to its contribution.
-  auto root = [&](const Var& sq) -> Var {  // sq: squared elements [N, ...]
-    if (!w) return safe_sqrt(sum(sq));
-    return safe_sqrt(sum(reshape(sq, {N, -1}), {1}));
+  // sqrt(Σ m·(a − b)²): a 0-d root over the batch, or [N] per-image roots (AID).
+  auto root = [&](const Var& a, const Var& b, const Tensor& m = Tensor(), const Tensor& m2 = Tensor()) -> Var {
+    return safe_sqrt(sq_dist_sum(a, b, m, w != nullptr, m2));
   };
   auto contribution = [&](const Var& l) { return w ? sum(l * wv) : l; };
   Var acc[4];
@@ -100,22 +236,19 @@ KdResult FBKDLoss::run(const std::vector<Var>& S, const std::vector<Tensor>& T, 
     Tensor ms, mc;
     {
       NoGradGuard ng;
-      const Var sd = s.detach();
-      ms = ((spatial_attention(t, cfg_.temp_s) + spatial_attention(sd, cfg_.temp_s) * r) / (1.0 + r)).data();
-      mc = ((channel_attention(t, cfg_.temp_c) + channel_attention(sd, cfg_.temp_c) * r) / (1.0 + r)).data();
-      ms = ms.reshape({N, 1, H, W});
-      mc = mc.reshape({N, C, 1, 1});
+      const auto [ast, act] = attention_maps(T[i], cfg_.temp_s, cfg_.temp_c);
+      const auto [ass, acs] = attention_maps(s.data(), cfg_.temp_s, cfg_.temp_c);
+      ms = ((Var(ast) + Var(ass) * r) / (1.0 + r)).data().reshape({N, 1, H, W});
+      mc = ((Var(act) + Var(acs) * r) / (1.0 + r)).data().reshape({N, C, 1, 1});
     }
-    const Tensor mask = cfg_.use_channel_mask ? ops::mul(ms, mc) : ms;
     Var fa = L.adaptation->forward(s);
     Var gap = L.channel_adapt->forward(mean(s, {2, 3}));                  // [N, C]
     Var spa = L.spatial_adapt->forward(mean(s, {1}, true));               // [N, 1, H, W]
     Var nl_s = L.student_nl->forward(s);
     Var nl_sa = L.nl_adapt->forward(nl_s);
     Var nl_t = L.teacher_nl->forward(t);
-    Var df = t - fa, dc = Var(ops::mean(T[i], {2, 3})) - gap, ds = Var(ops::mean(T[i], {1}, true)) - spa,
-        dn = nl_sa - nl_t;
-    Var l[4] = {root(df * df * Var(mask)), root(dc * dc), root(ds * ds), root(dn * dn)};
+    Var l[4] = {root(fa, t, ms, cfg_.use_channel_mask ? mc : Tensor()), root(gap, Var(ops::mean(T[i], {2, 3}))),
+                root(spa, Var(ops::mean(T[i], {1}, true))), root(nl_sa, nl_t)};
     for (int k = 0; k < 4; ++k) {
       Var c = contribution(l[k]);
       acc[k] = acc[k].defined() ? acc[k] + c : c;

@@ -48,6 +48,16 @@ struct FBKDConfig {
   std::vector<NonLocalSpec> nonlocal;  // one per level (sets the number of levels)
 };
 
+// The attention core of the dot-product non-local block as one fused op "kd_nonlocal_attention":
+//   [θ; φ'; g'] = W_cat·x + b_cat (the three 1×1 convs C→I as one GEMM with stacked weights [3I, C]),
+//   φ = MaxPool_k(φ'), g = MaxPool_k(g') (kernel = stride = k, floor; first maximum on ties) [I, M],
+//   y = (θᵀφ/M)·gᵀ, computed per image as A·θ with A = g·φᵀ/M [I, I] (the same sums reassociated:
+//   O(I²·(HW + M)) instead of O(I·HW·M)). Returns y as [N, I, H, W] (the input of the W conv).
+// Backward: dθ = Aᵀ·dy, dA = dy·θᵀ, dφ = dAᵀ·g/M, dg = dA·φ/M (routed to the argmax of each window),
+// dW_cat = Σ_n dY·xᵀ, db_cat = Σ dY, dx = W_catᵀ·dY (one GEMM instead of three plus two adds).
+Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, const Var& w_phi, const Var& b_phi,
+                       const Var& w_g, const Var& b_g, int64_t pool);
+
 class NonLocalBlock : public Module {
  public:
   NonLocalBlock(int64_t channels, const NonLocalSpec& spec, double bn_eps);

@@ -116,26 +116,19 @@ KdResult FGDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>& 
                S[i].data().desc(), " vs teacher ", T[i].desc(), ")");
     Var s = L.align ? L.align->forward(S[i]) : S[i];
     Var t(T[i]);
-    Tensor as_t, ac_t;
-    {
-      NoGradGuard ng;
-      as_t = spatial_attention(t, tau).data();
-      ac_t = channel_attention(t, tau).data();
-    }
+    const auto [as_t, ac_t] = attention_maps(T[i], tau, tau);
     Var as_s = spatial_attention(s, tau), ac_s = channel_attention(s, tau);
     auto [fg64, bg64] = fgd_masks(boxes, ref_hw, H, W);
     const Tensor fg = fg64.to(s.dtype()), bg = bg64.to(s.dtype());
-    const Tensor w = ops::mul(as_t.reshape({N, 1, H, W}), ac_t.reshape({N, C, 1, 1}));  // [N, C, H, W]
-    Var d = s - t;
-    Var d2 = d * d;
-    Var fg_loss = sum(d2 * Var(ops::mul(w, fg.reshape({N, 1, H, W})))) * invN;
-    Var bg_loss = sum(d2 * Var(ops::mul(w, bg.reshape({N, 1, H, W})))) * invN;
+    // Σ (s − t)²·A^S_t·A^C_t·mask, the weight as a spatial [N,1,H,W] × channel [N,C,1,1] pair
+    const Tensor ac4 = ac_t.reshape({N, C, 1, 1});
+    Var fg_loss = sq_dist_sum(s, t, ops::mul(as_t, fg).reshape({N, 1, H, W}), false, ac4) * invN;
+    Var bg_loss = sq_dist_sum(s, t, ops::mul(as_t, bg).reshape({N, 1, H, W}), false, ac4) * invN;
     Var mask_loss = sum(abs(ac_s - Var(ac_t))) * invN + sum(abs(as_s - Var(as_t))) * invN;
     Var ctx_s, ctx_t;
     Var out_s = L.gc_s->forward(s, &ctx_s);
     Var out_t = L.gc_t->forward(t, &ctx_t);
-    Var dr = out_s - out_t;
-    Var rela_loss = sum(dr * dr) * invN;
+    Var rela_loss = sq_dist_sum(out_s, out_t) * invN;
     Var li = fg_loss * cfg_.alpha_fgd + bg_loss * cfg_.beta_fgd + mask_loss * cfg_.gamma_fgd +
              rela_loss * cfg_.lambda_fgd;
     const std::pair<const char*, Var*> comps[] = {

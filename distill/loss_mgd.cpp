@@ -44,8 +44,7 @@ KdResult MGDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>& 
     const Tensor keep = ops::where(ops::gt_scalar(rand[i], 1.0 - cfg_.lambda_mgd),
                                    Tensor::zeros(want, T[i].dtype(), T[i].device()), 1.0);
     Var g = L.gen->forward_masked(s, keep);
-    Var d = g - Var(T[i]);
-    Var dis = sum(d * d) * invN;
+    Var dis = sq_dist_sum(g, Var(T[i])) * invN;
     Var li = dis * cfg_.alpha_mgd;
     r.terms[level_key(i, "dis_loss")] = dis;
     r.accumulate("dis_loss", dis);

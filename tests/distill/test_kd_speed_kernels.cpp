@@ -4,12 +4,18 @@
 
 #include <functional>
 
+#include "distill/kd_common.h"
+#include "distill/loss_fbkd.h"
 #include "distill/loss_ssim.h"
 #include "engine/ops/conv2d.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/masked_conv2d.h"
+#include "engine/ops/matmul.h"
+#include "engine/ops/pool2d.h"
 #include "engine/ops/reduce.h"
 #include "engine/ops/sep_filter2d.h"
+#include "engine/ops/shape_ops.h"
+#include "engine/ops/unary.h"
 #include "tests/gradcheck.h"
 
 using namespace kdet;
@@ -173,4 +179,103 @@ TEST_CASE("kd speed kernels: fused SSIM map / loss and min-max == the op chains 
                           f64 ? 1e-13 : 1e-5, f64 ? 1e-13 : 1e-5, "minmax_normalize");
   }
   CHECK(gradcheck([](const std::vector<Var>& a) { return kd::minmax_normalize(a[0], 1e-3); }, {rnd({2, 2, 3, 4}, 14)}));
+}
+
+TEST_CASE("kd speed kernels: fused |f| means, attention maps and Σ w·(a − b)² == the op chains (f64/f32, gradcheck)") {
+  for (DType dt : {DType::F64, DType::F32}) {
+    const bool f64 = dt == DType::F64;
+    const double rt = f64 ? 1e-13 : 1e-5, at = f64 ? 1e-14 : 1e-6;
+    Tensor f = rnd({2, 11, 5, 6}, 21).to(dt);  // 11 channels: uneven channel blocks
+    same_values_and_grads([](const std::vector<Var>& v) { return kd::abs_mean_channels(v[0]); },
+                          [](const std::vector<Var>& v) { return mean(abs(v[0]), {1}); }, {f}, rt, at, "abs_mean_c");
+    same_values_and_grads([](const std::vector<Var>& v) { return kd::abs_mean_spatial(v[0]); },
+                          [](const std::vector<Var>& v) { return mean(abs(v[0]), {2, 3}); }, {f}, rt, at, "abs_mean_hw");
+    // the one-pass pair equals the two ops bit for bit, and attention_maps equals the differentiable maps
+    const auto [sp, ch] = kd::abs_means(f);
+    check_close(sp, kd::abs_mean_channels(Var(f)).data(), 0, 0, "abs_means sp");
+    check_close(ch, kd::abs_mean_spatial(Var(f)).data(), 0, 0, "abs_means ch");
+    const auto [as, ac] = kd::attention_maps(f, 0.5, 0.7);
+    check_close(as, kd::spatial_attention(Var(f), 0.5).data(), 0, 0, "attention_maps spatial");
+    check_close(ac, kd::channel_attention(Var(f), 0.7).data(), 0, 0, "attention_maps channel");
+
+    // Σ w·w2·(a − b)² for every weight layout, summed or per image, both inputs differentiable
+    const Shape s{2, 3, 4, 5};
+    const Tensor wf = rnd(s, 22, 0.1, 1.0).to(dt), wsp = rnd({2, 1, 4, 5}, 23, 0.1, 1.0).to(dt),
+                 wch = rnd({2, 3, 1, 1}, 24, 0.1, 1.0).to(dt);
+    const std::vector<std::pair<Tensor, Tensor>> weights = {{Tensor(), Tensor()}, {wf, Tensor()}, {wsp, Tensor()},
+                                                            {wch, Tensor()},      {wsp, wch},      {wch, wf}};
+    for (bool per_image : {false, true})
+      for (const auto& [w1, w2] : weights) {
+        auto ref = [&, w1 = w1, w2 = w2](const std::vector<Var>& v) {
+          Var d = v[0] - v[1];
+          Var e = d * d;
+          if (w1.defined()) e = e * Var(w1);
+          if (w2.defined()) e = e * Var(w2);
+          return per_image ? sum(e, {1, 2, 3}) : sum(e);
+        };
+        same_values_and_grads([&, w1 = w1, w2 = w2](const std::vector<Var>& v) {
+          return kd::sq_dist_sum(v[0], v[1], w1, per_image, w2);
+        }, ref, {rnd(s, 25).to(dt), rnd(s, 26).to(dt)}, rt, at, "sq_dist_sum");
+      }
+    same_values_and_grads([](const std::vector<Var>& v) { return kd::sq_dist_sum(v[0], v[1], Tensor(), true); },
+                          [](const std::vector<Var>& v) { return sum((v[0] - v[1]) * (v[0] - v[1]), {1}); },
+                          {rnd({3, 7}, 27).to(dt), rnd({3, 7}, 28).to(dt)}, rt, at, "sq_dist_sum 2-D");
+  }
+  CHECK(gradcheck([](const std::vector<Var>& v) { return kd::abs_mean_channels(v[0]); }, {rnd({2, 3, 2, 3}, 31)}));
+  CHECK(gradcheck([](const std::vector<Var>& v) { return kd::abs_mean_spatial(v[0]); }, {rnd({2, 3, 2, 3}, 32)}));
+  CHECK(gradcheck([](const std::vector<Var>& v) {
+    return kd::sq_dist_sum(v[0], v[1], rnd({2, 1, 2, 3}, 33, 0.1, 1.0), true, rnd({2, 3, 1, 1}, 34, 0.1, 1.0));
+  }, {rnd({2, 3, 2, 3}, 35), rnd({2, 3, 2, 3}, 36)}));
+  CHECK_THROWS_WITH_AS(kd::sq_dist_sum(Var(rnd({2, 3, 2, 3}, 1)), Var(rnd({2, 3, 2, 3}, 2)), rnd({2, 3, 2, 1}, 3)),
+                       doctest::Contains("kd_sq_dist_sum: weight f64[2, 3, 2, 1]"), Error);
+}
+
+namespace {
+
+// The non-local attention core as the chain of engine ops it replaces (1×1 convs, max-pools, matmuls).
+Var nonlocal_reference(const std::vector<Var>& v, int64_t k) {
+  const Var& x = v[0];
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3), I = v[1].size(0);
+  Var th = reshape(conv2d(x, v[1], v[2], Conv2dArgs{}), {N, I, H * W});
+  Var ph = conv2d(x, v[3], v[4], Conv2dArgs{}), gx = conv2d(x, v[5], v[6], Conv2dArgs{});
+  if (k > 1) {
+    ph = max_pool2d(ph, k, k, 0);
+    gx = max_pool2d(gx, k, k, 0);
+  }
+  const int64_t M = ph.size(2) * ph.size(3);
+  Var f = matmul(transpose(th, 1, 2), reshape(ph, {N, I, M})) / static_cast<double>(M);
+  Var y = matmul(f, transpose(reshape(gx, {N, I, M}), 1, 2));
+  return reshape(transpose(y, 1, 2), {N, I, H, W});
+}
+
+}  // namespace
+
+TEST_CASE("kd speed kernels: fused non-local attention == convs + max-pools + matmuls (f64/f32, gradcheck)") {
+  struct Case {
+    Shape x;
+    int64_t I, k;
+  };
+  for (const Case& c : {Case{{2, 5, 8, 8}, 3, 4}, Case{{2, 4, 7, 5}, 2, 2}, Case{{1, 3, 4, 6}, 4, 1}, Case{{2, 3, 3, 3}, 2, 3}}) {
+    const int64_t C = c.x[1];
+    const std::vector<Tensor> in = {rnd(c.x, 41),         rnd({c.I, C, 1, 1}, 42), rnd({c.I}, 43),
+                                    rnd({c.I, C, 1, 1}, 44), rnd({c.I}, 45),         rnd({c.I, C, 1, 1}, 46),
+                                    rnd({c.I}, 47)};
+    auto f = [&](const std::vector<Var>& v) { return kd::nonlocal_attention(v[0], v[1], v[2], v[3], v[4], v[5], v[6], c.k); };
+    auto ref = [&](const std::vector<Var>& v) { return nonlocal_reference(v, c.k); };
+    for (DType dt : {DType::F64, DType::F32}) {
+      std::vector<Tensor> ind;
+      for (const Tensor& t : in) ind.push_back(t.to(dt));
+      const bool f64 = dt == DType::F64;
+      same_values_and_grads(f, ref, ind, f64 ? 1e-12 : 1e-4, f64 ? 1e-13 : 1e-5, "nonlocal_attention");
+    }
+    CHECK(gradcheck(f, in));
+  }
+  // ties inside a pooling window: the gradient goes to the first maximum, as torch's max_pool2d
+  const Tensor x = Tensor::ones({1, 1, 2, 2}, DType::F64);
+  const std::vector<Tensor> in = {x, Tensor::ones({1, 1, 1, 1}, DType::F64), Tensor::zeros({1}, DType::F64),
+                                  Tensor::ones({1, 1, 1, 1}, DType::F64), Tensor::zeros({1}, DType::F64),
+                                  Tensor::ones({1, 1, 1, 1}, DType::F64), Tensor::zeros({1}, DType::F64)};
+  same_values_and_grads([](const std::vector<Var>& v) { return kd::nonlocal_attention(v[0], v[1], v[2], v[3], v[4], v[5], v[6], 2); },
+                        [](const std::vector<Var>& v) { return nonlocal_reference(v, 2); }, in, 1e-14, 1e-15,
+                        "nonlocal_attention ties");
 }
