@@ -28,24 +28,31 @@ LDFLAGS += -fsanitize=$(SAN)
 endif
 
 # ---- CUDA probe ------------------------------------------------------------------------------------
-CUDA_BACKEND_SRC := $(wildcard engine/cuda/*.cu engine/ops/*_cuda.cu)
+# CUDA=auto builds the CUDA backend when nvcc, cuDNN and cuBLAS are found under CUDA_HOME *and* a GPU is
+# visible (nvidia-smi -L). On a machine with the toolkit but no GPU the default build stays CPU-only and
+# `make test` compiles the CUDA build on the side (cuda-build-check) so that CI catches build breaks.
+# CUDA=1 forces the backend in (the binary still runs on the CPU when no GPU is present).
+CUDA_BACKEND_SRC := $(wildcard engine/cuda/*.cu engine/ops/*_cuda.cu detectors/*_cuda.cu)
+HAVE_NVCC := $(shell test -x $(NVCC) && echo 1)
+HAVE_CUDNN := $(shell (test -f $(CUDA_HOME)/include/cudnn.h || test -f /usr/local/include/cudnn.h || test -f /usr/include/cudnn.h) && echo 1)
+HAVE_CUBLAS := $(shell (ls $(CUDA_HOME)/lib64/libcublas.so* >/dev/null 2>&1) && echo 1)
+HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+CUDA_TOOLKIT := $(if $(and $(HAVE_NVCC),$(HAVE_CUDNN),$(HAVE_CUBLAS),$(CUDA_BACKEND_SRC)),1,0)
 ifeq ($(CUDA),auto)
-  HAVE_NVCC := $(shell test -x $(NVCC) && echo 1)
-  HAVE_CUDNN := $(shell (test -f $(CUDA_HOME)/include/cudnn.h || test -f /usr/local/include/cudnn.h || test -f /usr/include/cudnn.h) && echo 1)
-  HAVE_CUBLAS := $(shell (ls $(CUDA_HOME)/lib64/libcublas.so* >/dev/null 2>&1) && echo 1)
-  ifeq ($(HAVE_NVCC)$(HAVE_CUDNN)$(HAVE_CUBLAS),111)
-    ifneq ($(CUDA_BACKEND_SRC),)
-      CUDA_ON := 1
-    endif
+  ifeq ($(CUDA_TOOLKIT)$(HAVE_GPU),11)
+    CUDA_ON := 1
   endif
 else ifeq ($(CUDA),1)
   CUDA_ON := 1
 endif
 CUDA_ON ?= 0
 CXXFLAGS += -DKDET_CUDA=$(CUDA_ON)
+# Device code: the local GPU's architecture when there is one; otherwise PTX for compute_80 only (no
+# ptxas run, so the build check is cheap; the driver JIT-compiles it for any GPU from sm_80 up).
+NVCC_ARCH ?= $(if $(HAVE_GPU),-arch=native,-gencode arch=compute_80,code=compute_80)
 ifeq ($(CUDA_ON),1)
   CXXFLAGS += -isystem $(CUDA_HOME)/include
-  NVCCFLAGS ?= -O3 -std=c++20 -I. -isystem $(EIGEN_INCLUDE) -DKDET_CUDA=1 -MMD -MP --expt-relaxed-constexpr -arch=native
+  NVCCFLAGS ?= -O3 -std=c++20 -I. -isystem $(EIGEN_INCLUDE) -DKDET_CUDA=1 -MMD -MP --expt-relaxed-constexpr $(NVCC_ARCH)
   LDLIBS += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lcudnn -lcublas -lcudart
 endif
 
@@ -64,13 +71,13 @@ BENCH_OBJ := $(BENCH_SRC:%.cpp=$(BUILD)/obj/%.o)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all deps check-deps test test-bin fixtures bench clean probe demo
+.PHONY: all deps check-deps test test-bin fixtures bench clean probe demo cuda-build-check
 all: probe $(BUILD)/kdet
 
 probe:
 	@echo "kdet build: CXX=$(CXX) BUILD=$(BUILD) CUDA=$(CUDA) -> CUDA backend $(if $(filter 1,$(CUDA_ON)),ON,OFF)"
 ifeq ($(CUDA),auto)
-	@echo "  $(if $(HAVE_NVCC),✓,✗) nvcc   $(if $(HAVE_CUDNN),✓,✗) cuDNN   $(if $(HAVE_CUBLAS),✓,✗) cuBLAS   $(if $(CUDA_BACKEND_SRC),✓,✗) backend sources"
+	@echo "  $(if $(HAVE_NVCC),✓,✗) nvcc   $(if $(HAVE_CUDNN),✓,✗) cuDNN   $(if $(HAVE_CUBLAS),✓,✗) cuBLAS   $(if $(CUDA_BACKEND_SRC),✓,✗) backend sources   $(if $(HAVE_GPU),✓,✗) GPU"
 endif
 
 # ---- Debian packages -----------------------------------------------------------------------------
@@ -102,9 +109,11 @@ $(BUILD)/kdet: $(TOOL_OBJ) $(BUILD)/libkdet.a
 	@echo "  LINK $@"
 	@$(CXX) $(TOOL_OBJ) $(BUILD)/libkdet.a $(LDFLAGS) $(LDLIBS) -o $@
 
-$(BUILD)/kdet_tests: $(TEST_OBJ) $(BUILD)/libkdet.a
+# The tests also link the CLI's code (training loop, study runner...) minus its main().
+TOOL_LIB_OBJ := $(filter-out $(BUILD)/obj/tools/kdet.o,$(TOOL_OBJ))
+$(BUILD)/kdet_tests: $(TEST_OBJ) $(TOOL_LIB_OBJ) $(BUILD)/libkdet.a
 	@echo "  LINK $@"
-	@$(CXX) $(TEST_OBJ) $(BUILD)/libkdet.a $(LDFLAGS) $(LDLIBS) -o $@
+	@$(CXX) $(TEST_OBJ) $(TOOL_LIB_OBJ) $(BUILD)/libkdet.a $(LDFLAGS) $(LDLIBS) -o $@
 
 $(BUILD)/kdet_bench: $(BENCH_OBJ) $(BUILD)/libkdet.a
 	@echo "  LINK $@"
@@ -125,7 +134,7 @@ fixtures:
 	fi
 
 TEST_ARGS ?=
-test: check-deps $(BUILD)/kdet $(BUILD)/kdet_tests fixtures
+test: check-deps $(BUILD)/kdet $(BUILD)/kdet_tests fixtures cuda-build-check
 	@if ls $(BUILD)/fixtures/*.safetensors >/dev/null 2>&1; then export KDET_REQUIRE_FIXTURES=1; fi; \
 	 KDET_FIXTURES=$(BUILD)/fixtures KDET_BIN=$(BUILD)/kdet OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} \
 	 $(BUILD)/kdet_tests $(TEST_ARGS)
@@ -139,6 +148,40 @@ bench: $(BUILD)/kdet_bench $(BUILD)/kdet
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- CUDA build check (make test): compiles and links the CUDA build where the toolkit is present -------
+# On a machine with nvcc, cuDNN and cuBLAS but no GPU the default build is CPU-only, so `make test` builds
+# the CUDA variant of the test binary on the side (its [cuda] tests are then skipped: no device). Only
+# sources that mention KDET_CUDA differ between the two builds (headers never test it; checked below), so
+# those are recompiled with CUDA=1 into $(BUILD)/cuda-check together with the backend's .cu files, and
+# kdet_tests_cuda is linked from them plus the CPU build's other objects: a compile or link error in any CUDA
+# path fails `make test`, at a fraction of the cost of a second full build.
+CUDA_CHECK_BUILD := $(BUILD)/cuda-check
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+cuda-build-check: $(BUILD)/kdet_tests
+ifeq ($(CUDA_ON),1)
+	@echo "CUDA build check: this build ($(BUILD)) already contains the CUDA backend"
+else ifeq ($(CUDA_TOOLKIT),1)
+	@if grep -lE '^\s*#\s*(if|ifdef|elif).*KDET_CUDA' $$(find engine layers detectors distill data tools tests -name '*.h') 2>/dev/null; then \
+	  echo "CUDA build check: the headers above test KDET_CUDA; only dispatch .cpp files may (engine/backend.h)"; exit 1; fi
+	@echo "== CUDA build check: compiling the CUDA backend and linking $(CUDA_CHECK_BUILD)/kdet_tests_cuda (no GPU here: not run)"
+	@t0=$$(date +%s); $(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j$(NPROC)) \
+	   BUILD=$(CUDA_CHECK_BUILD) CUDA=1 CPU_OBJ_DIR=$(BUILD) \
+	   $(CUDA_CHECK_BUILD)/kdet_tests_cuda || exit 1; echo "== CUDA build check: built in $$(( $$(date +%s) - t0 )) s"
+	@echo "== CUDA build check: its [cuda] tests (each says why it is skipped when there is no GPU)"
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(CUDA_CHECK_BUILD)/kdet_tests_cuda -tc='[cuda]*'
+else
+	@echo "*** CUDA build check SKIPPED: the CUDA toolkit is incomplete under $(CUDA_HOME) ($(if $(HAVE_NVCC),✓,✗) nvcc  $(if $(HAVE_CUDNN),✓,✗) cuDNN  $(if $(HAVE_CUBLAS),✓,✗) cuBLAS): the CUDA backend was NOT compiled"
+endif
+
+ifdef CPU_OBJ_DIR  # the sub-make of cuda-build-check
+CUDA_DISPATCH_SRC := $(shell grep -l KDET_CUDA $(LIB_SRC) $(TEST_SRC) $(TOOL_SRC) 2>/dev/null)
+CUDA_CHECK_OBJ := $(foreach s,$(LIB_SRC) $(TEST_SRC) $(filter-out tools/kdet.cpp,$(TOOL_SRC)),$(if $(filter $(s),$(CUDA_DISPATCH_SRC)),$(BUILD)/obj/$(s:.cpp=.o),$(CPU_OBJ_DIR)/obj/$(s:.cpp=.o))) \
+                  $(CUDA_BACKEND_SRC:%.cu=$(BUILD)/obj/%.cu.o)
+$(BUILD)/kdet_tests_cuda: $(CUDA_CHECK_OBJ)
+	@echo "  LINK $@ (CUDA build check)"
+	@$(CXX) $^ $(LDFLAGS) $(LDLIBS) -o $@
+endif
 
 # ---- the KD demo (issue 7): teacher, baseline student and every KD method on the synthetic set -----
 # Resumable: finished runs in runs/demo are reused (tools/study.h).

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/random_batch.h"
 #include "detectors/retinanet.h"
 #include "engine/allocator.h"
 #include "engine/check.h"
@@ -86,30 +87,7 @@ RetinaNetConfig make_config(int depth, const std::string& recipe) {
 
 // n random N(0,1) images of size x size, 4 random boxes each (side S/16..S/2, inside the image), labels 0..79.
 data::Batch random_batch(int n, int size, Generator& g) {
-  data::Batch b;
-  b.images = rand_normal({n, 3, size, size}, g);
-  for (int i = 0; i < n; ++i) {
-    data::ImageMeta m;
-    m.image_id = i;
-    m.index = static_cast<size_t>(i);
-    m.ori_h = m.img_h = m.pad_h = size;
-    m.ori_w = m.img_w = m.pad_w = size;
-    b.metas.push_back(m);
-    std::vector<data::BoxAnn> anns;
-    for (int k = 0; k < 4; ++k) {
-      data::BoxAnn a;
-      const float w = static_cast<float>(g.uniform(size / 16.0, size / 2.0));
-      const float h = static_cast<float>(g.uniform(size / 16.0, size / 2.0));
-      a.x1 = static_cast<float>(g.uniform(0, size - w));
-      a.y1 = static_cast<float>(g.uniform(0, size - h));
-      a.x2 = a.x1 + w;
-      a.y2 = a.y1 + h;
-      a.label = g.randint(0, kNumClasses);
-      anns.push_back(a);
-    }
-    b.gts.push_back(anns);
-  }
-  return b;
+  return random_detection_batch(n, size, size, size, size, kNumClasses, 4, g);
 }
 
 // conv2d / linear FLOPs (2 x MACs) of the graph that produced `roots`.

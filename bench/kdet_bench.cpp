@@ -38,6 +38,7 @@
 #include "engine/gemm.h"
 #include "engine/ops/conv2d.h"
 #include "engine/random.h"
+#include "bench/bench_cuda.h"
 #include "bench/bench_dcn.h"
 #include "bench/bench_detector.h"
 #include "bench/bench_util.h"
@@ -289,6 +290,8 @@ int main(int argc, char** argv) {
   bool torch = true, conv = true, detector = true, dcn = true;
   std::string only, python = "/usr/bin/python3", det_case;
   DetectorBenchOptions dopt;
+  CudaBenchOptions copt;
+  bool cuda = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
@@ -306,6 +309,14 @@ int main(int argc, char** argv) {
     else if (a == "--detector-models" && i + 1 < argc) dopt.models = argv[++i];
     else if (a == "--detector-passes" && i + 1 < argc) dopt.passes = argv[++i];
     else if (a == "--detector-case" && i + 1 < argc) det_case = argv[++i];  // internal: child process
+    else if (a == "--cuda") cuda = true;
+    else if (a == "--cuda-depth" && i + 1 < argc) copt.depth = std::atoi(argv[++i]);
+    else if (a == "--cuda-size" && i + 1 < argc) std::sscanf(argv[++i], "%dx%d", &copt.height, &copt.width);
+    else if (a == "--cuda-batch" && i + 1 < argc) copt.batch = std::atoi(argv[++i]);
+    else if (a == "--cuda-reps" && i + 1 < argc) copt.reps = std::atoi(argv[++i]);
+    else if (a == "--cuda-warmup" && i + 1 < argc) copt.warmup = std::atoi(argv[++i]);
+    else if (a == "--cuda-tf32") copt.tf32 = true;
+    else if (a == "--cuda-benchmark") copt.benchmark = true;
     else {
       std::printf(
           "usage: kdet_bench [--reps N] [--warmup N] [--no-torch] [--only SECTIONS|CASES] [--python PATH]\n"
@@ -313,6 +324,9 @@ int main(int argc, char** argv) {
           "                  [--detector-size N (512)] [--detector-reps N (7)] [--detector-warmup N (1)]\n"
           "                  [--detector-recipe mmdet|torchvision] [--detector-models r18,r50]\n"
           "                  [--detector-passes train,infer]\n"
+          "       kdet_bench --cuda [--cuda-depth 50] [--cuda-size 800x1333] [--cuda-batch 2] [--cuda-reps 20]\n"
+          "                  [--cuda-warmup 5] [--cuda-tf32] [--cuda-benchmark] [--no-torch] [--python PATH]\n"
+          "                  (GPU RetinaNet training step beside bench/torch_retinanet_gpu.py)\n"
           "  --only: conv | detector | dcn | all, or conv2d case names (a,b; implies conv only); --no-dcn skips the\n"
           "  deformable-conv section (bench/bench_dcn.cpp, beside torchvision.ops.deform_conv2d)\n");
       return a == "--help" ? 0 : 2;
@@ -320,6 +334,11 @@ int main(int argc, char** argv) {
   }
   try {
     if (!det_case.empty()) return run_detector_case(det_case, dopt);
+    if (cuda) {
+      copt.torch = torch;
+      copt.python = python;
+      return run_cuda_section(copt);
+    }
     dopt.python = python;
     dopt.torch = torch;
     dopt.wait_s = wait_s;

@@ -3,12 +3,16 @@
 #include <algorithm>
 #include <cmath>
 
+#if KDET_CUDA
+#include "detectors/box_coder_cuda.h"
+#endif
+
 namespace kdet {
 
 namespace {
 void check_boxes(const Tensor& t, const char* op, const char* what) {
-  KDET_CHECK(t.ndim() == 2 && t.size(1) >= 4 && t.device().is_cpu(), op, ": ", what,
-             " must be CPU [N, 4] boxes, got ", t.desc());
+  KDET_CHECK(t.ndim() == 2 && t.size(1) >= 4 && (t.device().is_cpu() || (KDET_CUDA && t.device().is_cuda())), op,
+             ": ", what, " must be [N, 4] boxes on the CPU (or a CUDA device), got ", t.desc());
 }
 }  // namespace
 
@@ -17,9 +21,17 @@ Tensor DeltaXYWHBBoxCoder::encode(const Tensor& priors_in, const Tensor& gt_in) 
   check_boxes(gt_in, "DeltaXYWHBBoxCoder::encode", "gt");
   KDET_CHECK(priors_in.size(0) == gt_in.size(0), "DeltaXYWHBBoxCoder::encode: ", priors_in.desc(), " priors vs ",
              gt_in.desc(), " gt boxes");
+  KDET_CHECK(priors_in.device() == gt_in.device(), "DeltaXYWHBBoxCoder::encode: priors ", priors_in.desc(),
+             " and gt ", gt_in.desc(), " on different devices");
   Tensor p = priors_in.to(DType::F32).contiguous(), g = gt_in.to(DType::F32).contiguous();
   const int64_t n = p.size(0), sp = p.size(1), sg = g.size(1);
-  Tensor out = Tensor::empty({n, 4});
+  Tensor out = Tensor::empty({n, 4}, DType::F32, p.device());
+#if KDET_CUDA
+  if (p.device().is_cuda()) {
+    cuda::delta_encode(p, g, means, stds, out);
+    return out;
+  }
+#endif
   const float* pp = p.data<float>();
   const float* pg = g.data<float>();
   float* po = out.data<float>();
@@ -45,9 +57,19 @@ Tensor DeltaXYWHBBoxCoder::decode(const Tensor& priors_in, const Tensor& deltas_
                  deltas_in.size(0) == priors_in.size(0),
              "DeltaXYWHBBoxCoder::decode: deltas must be [N, 4*C] for ", priors_in.desc(), " priors, got ",
              deltas_in.desc());
+  KDET_CHECK(priors_in.device() == deltas_in.device(), "DeltaXYWHBBoxCoder::decode: priors ", priors_in.desc(),
+             " and deltas ", deltas_in.desc(), " on different devices");
   Tensor p = priors_in.to(DType::F32).contiguous(), d = deltas_in.to(DType::F32).contiguous();
   const int64_t n = p.size(0), sp = p.size(1), c4 = d.size(1);
-  Tensor out = Tensor::empty({n, c4});
+  Tensor out = Tensor::empty({n, c4}, DType::F32, p.device());
+#if KDET_CUDA
+  if (p.device().is_cuda()) {
+    cuda::delta_decode(p, d, means, stds, std::abs(std::log(wh_ratio_clip)), max_shape.has_value(),
+                       max_shape ? static_cast<float>(max_shape->first) : 0.f,
+                       max_shape ? static_cast<float>(max_shape->second) : 0.f, out);
+    return out;
+  }
+#endif
   const float* pp = p.data<float>();
   const float* pd = d.data<float>();
   float* po = out.data<float>();
@@ -116,14 +138,24 @@ void decode_with_grad(const T* pp, int64_t sp, const T* pd, int64_t n, const dou
 Var DeltaXYWHBBoxCoder::decode_var(const Tensor& priors_in, const Var& deltas) const {
   check_boxes(priors_in, "DeltaXYWHBBoxCoder::decode_var", "priors");
   KDET_CHECK(deltas.ndim() == 2 && deltas.size(1) == 4 && deltas.size(0) == priors_in.size(0) &&
-                 deltas.device().is_cpu(),
-             "DeltaXYWHBBoxCoder::decode_var: deltas must be [N, 4] for ", priors_in.desc(), " priors, got ",
-             deltas.data().desc());
+                 deltas.device() == priors_in.device(),
+             "DeltaXYWHBBoxCoder::decode_var: deltas must be [N, 4] on the device of the ", priors_in.desc(),
+             " priors, got ", deltas.data().desc());
   const DType dt = deltas.dtype();
   Tensor p = priors_in.to(dt).contiguous(), d = deltas.data().contiguous();
   const int64_t n = p.size(0);
-  Tensor out = Tensor::empty({n, 4}, dt), jac = Tensor::empty({n, 4}, dt);
+  Tensor out = Tensor::empty({n, 4}, dt, d.device()), jac = Tensor::empty({n, 4}, dt, d.device());
   const double max_ratio = std::abs(std::log(wh_ratio_clip));
+#if KDET_CUDA
+  if (d.device().is_cuda()) {
+    cuda::delta_decode_jac(p, d, means, stds, max_ratio, out, jac);
+    return record("bbox_decode", out, {&deltas}, [jac, n](const Tensor& g_in, Grads& grads) {
+      Tensor gd = Tensor::empty({n, 4}, g_in.dtype(), g_in.device());
+      cuda::delta_decode_backward(g_in.contiguous(), jac, gd);
+      grads.accumulate(0, gd);
+    });
+  }
+#endif
   dispatch_float(dt, "decode_var", [&](auto tag) {
     using T = decltype(tag);
     decode_with_grad<T>(p.data<T>(), p.size(1), d.data<T>(), n, means.data(), stds.data(), max_ratio,

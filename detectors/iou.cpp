@@ -2,6 +2,10 @@
 
 #include <algorithm>
 
+#if KDET_CUDA
+#include "detectors/iou_cuda.h"
+#endif
+
 namespace kdet {
 
 IouMode iou_mode(const std::string& s) {
@@ -14,12 +18,20 @@ IouMode iou_mode(const std::string& s) {
 Tensor bbox_overlaps(const Tensor& a_in, const Tensor& b_in, IouMode mode, double eps_d) {
   KDET_CHECK(a_in.ndim() == 2 && a_in.size(1) >= 4 && b_in.ndim() == 2 && b_in.size(1) >= 4,
              "bbox_overlaps: expects [N, 4] and [M, 4] boxes, got ", a_in.desc(), " and ", b_in.desc());
-  KDET_CHECK(a_in.device().is_cpu() && b_in.device().is_cpu(), "bbox_overlaps: CPU tensors only, got ",
-             a_in.desc(), " and ", b_in.desc());
+  KDET_CHECK(a_in.device() == b_in.device(), "bbox_overlaps: boxes on different devices, ", a_in.desc(), " and ",
+             b_in.desc());
+  KDET_CHECK(a_in.device().is_cpu() || (KDET_CUDA && a_in.device().is_cuda()),
+             "bbox_overlaps: CPU (or CUDA) tensors only, got ", a_in.desc(), " and ", b_in.desc());
   Tensor a = a_in.to(DType::F32).contiguous(), b = b_in.to(DType::F32).contiguous();
   const int64_t n = a.size(0), m = b.size(0), sa = a.size(1), sb = b.size(1);
-  Tensor out = Tensor::empty({n, m});
+  Tensor out = Tensor::empty({n, m}, DType::F32, a.device());
   if (n == 0 || m == 0) return out;
+#if KDET_CUDA
+  if (a.device().is_cuda()) {
+    cuda::bbox_overlaps(a, b, mode == IouMode::IoU ? 0 : mode == IouMode::IoF ? 1 : 2, static_cast<float>(eps_d), out);
+    return out;
+  }
+#endif
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
   float* po = out.data<float>();

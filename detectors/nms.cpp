@@ -3,6 +3,11 @@
 #include <algorithm>
 #include <numeric>
 
+#if KDET_CUDA
+#include "detectors/nms_cuda.h"
+#include "engine/ops/index_ops.h"
+#endif
+
 namespace kdet {
 
 namespace {
@@ -44,9 +49,45 @@ void check_inputs(const Tensor& boxes, const Tensor& scores, const char* op) {
                  boxes.device().is_cpu() && scores.device().is_cpu(),
              op, ": expects CPU boxes [N, 4] and scores [N], got ", boxes.desc(), " and ", scores.desc());
 }
+
+
+#if KDET_CUDA
+// CUDA boxes: the score sort (stable, as the CPU) and the greedy scan run on the host; the IoU bitmask of
+// every sorted pair comes from the GPU (detectors/nms_cuda.h). Returns the kept indices on the device.
+Tensor nms_cuda(const Tensor& boxes_in, const Tensor& scores_in, double iou_thr) {
+  KDET_CHECK(boxes_in.ndim() == 2 && boxes_in.size(1) == 4 && scores_in.ndim() == 1 &&
+                 scores_in.size(0) == boxes_in.size(0) && scores_in.device() == boxes_in.device(),
+             "nms: expects boxes [N, 4] and scores [N] on one device, got ", boxes_in.desc(), " and ", scores_in.desc());
+  const Device dev = boxes_in.device();
+  const Tensor s = scores_in.to(DType::F32).to(Device::cpu()).contiguous();
+  const int64_t n = boxes_in.size(0);
+  std::vector<int64_t> all(n);
+  std::iota(all.begin(), all.end(), 0);
+  const std::vector<int64_t> order = sort_desc(s.data<float>(), all);
+  const Tensor sorted =
+      ops::index_select(boxes_in.to(DType::F32), 0, Tensor::from_vector(order, Shape{n}).to(dev)).contiguous();
+  const int64_t words = (n + 63) / 64;
+  Tensor mask = Tensor::empty({n, words}, DType::I64, dev);
+  cuda::nms_mask(sorted, static_cast<float>(iou_thr), mask);
+  const Tensor hm = mask.to(Device::cpu());
+  const uint64_t* pm = reinterpret_cast<const uint64_t*>(hm.data<int64_t>());
+  std::vector<uint64_t> removed(static_cast<size_t>(words), 0);
+  std::vector<int64_t> keep;
+  for (int64_t i = 0; i < n; ++i) {
+    if (removed[i / 64] >> (i % 64) & 1) continue;
+    keep.push_back(order[i]);
+    for (int64_t w = 0; w < words; ++w) removed[w] |= pm[i * words + w];
+  }
+  return Tensor::from_vector(keep, Shape{static_cast<int64_t>(keep.size())}).to(dev);
+}
+#endif
+
 }  // namespace
 
 Tensor nms(const Tensor& boxes_in, const Tensor& scores_in, double iou_thr) {
+#if KDET_CUDA
+  if (boxes_in.device().is_cuda()) return nms_cuda(boxes_in, scores_in, iou_thr);
+#endif
   check_inputs(boxes_in, scores_in, "nms");
   Tensor b = boxes_in.to(DType::F32).contiguous(), s = scores_in.to(DType::F32).contiguous();
   std::vector<int64_t> all(b.size(0));

@@ -173,6 +173,7 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
   KDET_CHECK(logits.size(0) == t.num_images * t.num_anchors, "RetinaHead::loss: ", logits.size(0),
              " prediction rows for ", t.num_images, " images x ", t.num_anchors, " anchors");
   const DType dt = logits.dtype();
+  const Device dev = logits.device();  // targets are built on the host; moved to the predictions' device
   const double denom = t.avg_factor + cfg_.avg_factor_eps;
   // Per-group normalisation (images_per_group): a weight per image = 1 / (G * (avg_factor_g + eps)).
   const int64_t k = cfg_.images_per_group, N = t.num_images, M = t.num_anchors;
@@ -191,7 +192,7 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
     Tensor w = Tensor::empty({static_cast<int64_t>(rows_.size()), 1}, DType::F64);
     double* p = w.data<double>();
     for (size_t i = 0; i < rows_.size(); ++i) p[i] = img_w[rows_[i] / M] * scale;
-    return Var(w.to(dt));
+    return Var(w.to(dt).to(dev));
   };
   // classification: focal over anchors with label_weight 1 (0/1 weights: select those rows)
   std::vector<int64_t> rows;
@@ -206,8 +207,8 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
     if (pl[rows[r]] < C) po[r * C + pl[rows[r]]] = 1.f;
   Var loss_cls;
   if (R > 0) {
-    Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}));
-    Var focal = sigmoid_focal_loss(sel, onehot.to(dt), cfg_.focal_gamma, cfg_.focal_alpha);
+    Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}).to(dev));
+    Var focal = sigmoid_focal_loss(sel, onehot.to(dt).to(dev), cfg_.focal_gamma, cfg_.focal_alpha);
     loss_cls = grouped ? sum(focal * row_weights(rows, cfg_.loss_cls_weight))
                        : sum(focal) * (cfg_.loss_cls_weight / denom);
   } else {
@@ -220,13 +221,13 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
   if (P == 0) {
     loss_bbox = sum(reg) * 0.0;
   } else {
-    Var pos = index_select(reg, 0, t.pos_inds);
+    Var pos = index_select(reg, 0, t.pos_inds.to(dev));
     Var per;  // [P, 4] (L1) or [P] (GIoU)
     if (cfg_.reg_loss == RetinaHeadConfig::RegLoss::L1) {
-      per = l1_loss(pos, t.pos_bbox_targets.to(dt));
+      per = l1_loss(pos, t.pos_bbox_targets.to(dt).to(dev));
     } else {
-      Var boxes = cfg_.coder.decode_var(t.pos_anchors, pos);
-      per = reshape(giou_loss(boxes, t.pos_gt_boxes.to(dt), cfg_.giou_eps), {P, 1});
+      Var boxes = cfg_.coder.decode_var(t.pos_anchors.to(dev), pos);
+      per = reshape(giou_loss(boxes, t.pos_gt_boxes.to(dt).to(dev), cfg_.giou_eps), {P, 1});
     }
     if (grouped) {
       loss_bbox = sum(per * row_weights(t.pos_inds.to_vector<int64_t>(), cfg_.loss_bbox_weight));
@@ -251,8 +252,8 @@ std::vector<Detections> RetinaHead::predict(const RetinaHeadOutputs& out, const 
   for (int64_t n = 0; n < N; ++n) {
     std::vector<Tensor> cls, reg;
     for (size_t l = 0; l < out.cls_scores.size(); ++l) {
-      cls.push_back(out.cls_scores[l].data().select(0, n));
-      reg.push_back(out.bbox_preds[l].data().select(0, n));
+      cls.push_back(out.cls_scores[l].data().select(0, n).to(Device::cpu()));  // postprocess runs on the host
+      reg.push_back(out.bbox_preds[l].data().select(0, n).to(Device::cpu()));
     }
     res.push_back(dense_postprocess(cls, reg, priors, cfg_.num_classes, cfg_.coder, geo[n],
                                     test ? *test : cfg_.test));

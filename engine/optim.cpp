@@ -12,6 +12,13 @@
 
 #include "engine/backend.h"
 #include "engine/ops/cpu_map.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/reduce.h"
+#include "engine/ops/unary.h"
+
+#if KDET_CUDA
+#include "engine/cuda/optim_cuda.h"
+#endif
 
 namespace kdet {
 
@@ -24,14 +31,12 @@ inline void par_for(int64_t n, F&& f) {
   for (int64_t i = 0; i < n; ++i) f(i);
 }
 
-// The gradient of `p` as a contiguous CPU tensor of p's dtype/shape, or an undefined tensor.
+// The gradient of `p` as a contiguous tensor of p's dtype/shape/device, or an undefined tensor.
+// CUDA parameters are updated by engine/cuda/optim_cuda.h's kernels.
 Tensor grad_for_step(const char* opt, const std::string& name, const Var& p) {
   Tensor g = p.grad();
   if (!g.defined()) return g;
-  if (!p.device().is_cpu()) no_kernel(opt, p.device());
-#if KDET_CUDA
-  // CUDA optimizer kernels go here (later issue).
-#endif
+  if (!p.device().is_cpu() && !(KDET_CUDA && p.device().is_cuda())) no_kernel(opt, p.device());
   KDET_CHECK(p.data().is_contiguous(), opt, ": parameter '", name, "' ", p.data().desc(),
              " is not contiguous (updates are in place)");
   KDET_CHECK(is_floating(p.dtype()), opt, ": parameter '", name, "' has dtype ", p.dtype());
@@ -246,11 +251,17 @@ void SGD::step() {
       if (grp.momentum != 0) {
         auto it = momentum_.find(name);
         if (it == momentum_.end()) {
-          it = momentum_.emplace(name, Tensor::empty(p.shape(), p.dtype())).first;
+          it = momentum_.emplace(name, Tensor::empty(p.shape(), p.dtype(), p.device())).first;
           first = true;
         }
         buf = &it->second;
       }
+#if KDET_CUDA
+      if (p.device().is_cuda()) {
+        cuda::sgd_step(p.data(), g, buf, grp.lr, grp.weight_decay, grp.momentum, grp.dampening, grp.nesterov, first);
+        continue;
+      }
+#endif
       dispatch_float(p.dtype(), "SGD.step", [&](auto tag) {
         using T = decltype(tag);
         T* pb = buf ? buf->template data<T>() : nullptr;
@@ -316,17 +327,25 @@ void AdamW::step() {
       auto it = state_.find(name);
       if (it == state_.end()) {
         State s;
-        s.exp_avg = Tensor::zeros(p.shape(), p.dtype());
-        s.exp_avg_sq = Tensor::zeros(p.shape(), p.dtype());
+        s.exp_avg = Tensor::zeros(p.shape(), p.dtype(), p.device());
+        s.exp_avg_sq = Tensor::zeros(p.shape(), p.dtype(), p.device());
         it = state_.emplace(name, std::move(s)).first;
       }
       State& st = it->second;
-      if (grp.amsgrad && !st.max_exp_avg_sq.defined()) st.max_exp_avg_sq = Tensor::zeros(p.shape(), p.dtype());
+      if (grp.amsgrad && !st.max_exp_avg_sq.defined())
+        st.max_exp_avg_sq = Tensor::zeros(p.shape(), p.dtype(), p.device());
       st.step += 1;
       const double t = static_cast<double>(st.step);
       const double bc1 = 1.0 - std::pow(grp.beta1, t), bc2 = 1.0 - std::pow(grp.beta2, t);
       const double step_size = grp.lr / bc1, bc2_sqrt = std::sqrt(bc2);
       const int64_t n = p.numel();
+#if KDET_CUDA
+      if (p.device().is_cuda()) {
+        cuda::adamw_step(p.data(), g, st.exp_avg, st.exp_avg_sq, grp.amsgrad ? &st.max_exp_avg_sq : nullptr, grp.lr,
+                         grp.weight_decay, grp.beta1, grp.beta2, grp.eps, step_size, bc2_sqrt);
+        continue;
+      }
+#endif
       dispatch_float(p.dtype(), "AdamW.step", [&](auto tag) {
         using T = decltype(tag);
         T* pp = p.data().template data<T>();
@@ -427,7 +446,7 @@ double clip_grad_norm(const std::vector<Var>& params, double max_norm, double no
   for (auto& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    if (!g.device().is_cpu()) no_kernel("clip_grad_norm", g.device());
+    if (!g.device().is_cpu() && !(KDET_CUDA && g.device().is_cuda())) no_kernel("clip_grad_norm", g.device());
     with_grad.emplace_back(p, g.contiguous());
   }
   if (with_grad.empty()) return 0.0;
@@ -435,10 +454,16 @@ double clip_grad_norm(const std::vector<Var>& params, double max_norm, double no
   double total = 0;
   for (auto& [p, g] : with_grad) {
     double s = 0;
-    dispatch_float(g.dtype(), "clip_grad_norm", [&](auto tag) {
-      using T = decltype(tag);
-      s = abs_pow_sum<T>(g.template data<T>(), g.numel(), norm_type);
-    });
+    if (!g.device().is_cpu()) {  // device: the same sum in double through the deterministic reductions
+      const Tensor a = ops::abs(g.to(DType::F64));
+      s = is_inf ? (a.numel() ? ops::amax(a, {}).item() : 0.0)
+                 : ops::sum_all(norm_type == 2.0 ? ops::mul(a, a) : norm_type == 1.0 ? a : ops::pow(a, norm_type));
+    } else {
+      dispatch_float(g.dtype(), "clip_grad_norm", [&](auto tag) {
+        using T = decltype(tag);
+        s = abs_pow_sum<T>(g.template data<T>(), g.numel(), norm_type);
+      });
+    }
     if (is_inf) {
       total = std::max(total, s);
     } else {
@@ -450,6 +475,11 @@ double clip_grad_norm(const std::vector<Var>& params, double max_norm, double no
   const double coef = max_norm / (total + 1e-6);
   if (coef < 1.0) {
     for (auto& [p, g] : with_grad) {
+      if (!g.device().is_cpu()) {
+        Var pv = p;
+        pv.set_grad(ops::mul_scalar(g, coef));
+        continue;
+      }
       Tensor out = Tensor::empty(g.shape(), g.dtype());
       dispatch_float(g.dtype(), "clip_grad_norm", [&](auto tag) {
         using T = decltype(tag);

@@ -7,6 +7,10 @@
 #include "engine/backend.h"
 #include "engine/ops/cpu_map.h"
 
+#if KDET_CUDA
+#include "engine/ops/compare_cuda.h"
+#endif
+
 namespace kdet::ops {
 
 namespace {
@@ -31,7 +35,16 @@ Tensor compare(Cmp c, const char* op, const Tensor& a, const Tensor& b) {
   KDET_CHECK(a.dtype() == b.dtype(), op, ": dtype mismatch ", a.desc(), " vs ", b.desc());
   KDET_CHECK(a.device() == b.device(), op, ": device mismatch ", a.desc(), " vs ", b.desc());
   Tensor out = Tensor::empty(broadcast_shapes(a.shape(), b.shape(), op), DType::Bool, a.device());
-  if (!a.device().is_cpu()) no_kernel(op, a.device());
+  if (!a.device().is_cpu()) {
+#if KDET_CUDA
+    if (a.device().is_cuda()) {
+      KDET_CHECK(a.dtype() != DType::Bool || c == Cmp::Eq || c == Cmp::Ne, op, ": ordering comparison of bool tensors");
+      cuda::compare(static_cast<int>(c), a, b, out);
+      return out;
+    }
+#endif
+    no_kernel(op, a.device());
+  }
   dispatch_all(a.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, bool>) {
@@ -52,7 +65,15 @@ Tensor compare(Cmp c, const char* op, const Tensor& a, const Tensor& b) {
 Tensor compare_scalar(Cmp c, const char* op, const Tensor& a, double v) {
   KDET_CHECK(a.defined(), op, ": undefined operand");
   Tensor out = Tensor::empty(a.shape(), DType::Bool, a.device());
-  if (!a.device().is_cpu()) no_kernel(op, a.device());
+  if (!a.device().is_cpu()) {
+#if KDET_CUDA
+    if (a.device().is_cuda()) {
+      cuda::compare_scalar(static_cast<int>(c), a, v, out);
+      return out;
+    }
+#endif
+    no_kernel(op, a.device());
+  }
   dispatch_all(a.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const Tensor ac = a.contiguous();
@@ -68,13 +89,20 @@ Tensor compare_scalar(Cmp c, const char* op, const Tensor& a, double v) {
 void check_bool(const char* op, const Tensor& a) {
   KDET_CHECK(a.defined(), op, ": undefined operand");
   KDET_CHECK(a.dtype() == DType::Bool, op, ": expects a bool tensor, got ", a.desc());
-  if (!a.device().is_cpu()) no_kernel(op, a.device());
+  if (!a.device().is_cpu() && !(KDET_CUDA && a.device().is_cuda())) no_kernel(op, a.device());
 }
 
 Tensor logical2(const char* op, const Tensor& a, const Tensor& b, bool is_and) {
   check_bool(op, a);
   check_bool(op, b);
+  KDET_CHECK(a.device() == b.device(), op, ": device mismatch ", a.desc(), " vs ", b.desc());
   Tensor out = Tensor::empty(broadcast_shapes(a.shape(), b.shape(), op), DType::Bool, a.device());
+#if KDET_CUDA
+  if (a.device().is_cuda()) {
+    cuda::logical(is_and, a, b, out);
+    return out;
+  }
+#endif
   if (is_and)
     cpu::cpu_binary<bool>(a, b, out, [](bool x, bool y) { return x && y; });
   else
@@ -95,7 +123,7 @@ inline bool greater(T a, T b) {
 Tensor arg_extreme(const char* op, const Tensor& x, int axis, bool keepdim, bool want_max) {
   KDET_CHECK(x.defined(), op, ": undefined operand");
   KDET_CHECK(x.ndim() > 0, op, ": needs at least one dimension, got ", x.desc());
-  if (!x.device().is_cpu()) no_kernel(op, x.device());
+  if (!x.device().is_cpu() && !(KDET_CUDA && x.device().is_cuda())) no_kernel(op, x.device());
   const int ax = normalize_axis(axis, x.ndim(), op);
   KDET_CHECK(x.shape()[ax] > 0, op, ": empty axis ", axis, " of ", x.desc());
   Shape os = x.shape();
@@ -106,6 +134,12 @@ Tensor arg_extreme(const char* op, const Tensor& x, int axis, bool keepdim, bool
   for (int d = 0; d < ax; ++d) O *= x.shape()[d];
   for (int d = ax + 1; d < x.ndim(); ++d) I *= x.shape()[d];
   const Tensor xc = x.contiguous();
+#if KDET_CUDA
+  if (x.device().is_cuda()) {
+    cuda::arg_extreme(xc, O, R, I, want_max, out);
+    return keepdim ? out : out.squeeze(ax);
+  }
+#endif
   dispatch_all(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, bool>) {
@@ -137,8 +171,12 @@ Tensor arg_extreme(const char* op, const Tensor& x, int axis, bool keepdim, bool
 void check_1d(const char* op, const Tensor& x) {
   KDET_CHECK(x.defined(), op, ": undefined operand");
   KDET_CHECK(x.ndim() == 1, op, ": expects a 1-D tensor, got ", x.desc());
-  if (!x.device().is_cpu()) no_kernel(op, x.device());
+  if (!x.device().is_cpu() && !(KDET_CUDA && x.device().is_cuda())) no_kernel(op, x.device());
 }
+
+// nonzero / argsort / topk_indices of a device tensor run on a host copy and return their indices to
+// the device: small index lists whose stable tie order must match the CPU exactly.
+bool on_device(const Tensor& x) { return !x.device().is_cpu(); }
 
 template <class T>
 std::vector<int64_t> sorted_order(const Tensor& x, bool descending) {
@@ -174,13 +212,24 @@ Tensor logical_or(const Tensor& a, const Tensor& b) { return logical2("logical_o
 Tensor logical_not(const Tensor& a) {
   check_bool("logical_not", a);
   Tensor out = Tensor::empty(a.shape(), DType::Bool, a.device());
+#if KDET_CUDA
+  if (a.device().is_cuda()) {
+    cuda::logical_not(a, out);
+    return out;
+  }
+#endif
   cpu::cpu_unary<bool>(a, out, [](bool x) { return !x; });
   return out;
 }
 
 int64_t count_nonzero(const Tensor& a) {
   KDET_CHECK(a.defined(), "count_nonzero: undefined operand");
-  if (!a.device().is_cpu()) no_kernel("count_nonzero", a.device());
+  if (!a.device().is_cpu()) {
+#if KDET_CUDA
+    if (a.device().is_cuda()) return cuda::count_nonzero(a);
+#endif
+    no_kernel("count_nonzero", a.device());
+  }
   int64_t c = 0;
   dispatch_all(a.dtype(), "count_nonzero", [&](auto tag) {
     using T = decltype(tag);
@@ -197,6 +246,7 @@ bool all(const Tensor& a) { return count_nonzero(a) == a.numel(); }
 
 Tensor nonzero(const Tensor& mask1d) {
   check_1d("nonzero", mask1d);
+  if (on_device(mask1d)) return nonzero(mask1d.to(Device::cpu())).to(mask1d.device());
   std::vector<int64_t> idx;
   dispatch_all(mask1d.dtype(), "nonzero", [&](auto tag) {
     using T = decltype(tag);
@@ -213,6 +263,7 @@ Tensor argmin(const Tensor& x, int axis, bool keepdim) { return arg_extreme("arg
 
 Tensor argsort(const Tensor& x1d, bool descending) {
   check_1d("argsort", x1d);
+  if (on_device(x1d)) return argsort(x1d.to(Device::cpu()), descending).to(x1d.device());
   std::vector<int64_t> idx;
   dispatch_all(x1d.dtype(), "argsort", [&](auto tag) {
     using T = decltype(tag);
@@ -227,6 +278,7 @@ Tensor argsort(const Tensor& x1d, bool descending) {
 Tensor topk_indices(const Tensor& x1d, int64_t k) {
   check_1d("topk_indices", x1d);
   KDET_CHECK(k >= 0 && k <= x1d.numel(), "topk_indices: k = ", k, " out of range for ", x1d.desc());
+  if (on_device(x1d)) return topk_indices(x1d.to(Device::cpu()), k).to(x1d.device());
   std::vector<int64_t> idx;
   dispatch_all(x1d.dtype(), "topk_indices", [&](auto tag) {
     using T = decltype(tag);

@@ -3,6 +3,11 @@
 #include "engine/ops/conv2d.h"
 
 #include "engine/backend.h"
+#include "engine/ops/reduce.h"
+
+#if KDET_CUDA
+#include "engine/ops/conv2d_cuda.h"
+#endif
 
 namespace kdet {
 
@@ -55,7 +60,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dArg
     return y;
   }
 #if KDET_CUDA
-  // CUDA backend (cuDNN) hooks in here (later issue).
+  if (x.device().is_cuda()) {
+    cuda::conv2d_forward(x.contiguous(), w.contiguous(), b.defined() ? b.contiguous() : Tensor(), y, a);
+    return y;
+  }
 #endif
   no_kernel("conv2d", x.device());
 }
@@ -73,6 +81,12 @@ Tensor conv2d_backward_input(const Tensor& gy, const Tensor& w, const Shape& x_s
                    [&](auto tag) { cpu::conv2d_backward_input<decltype(tag)>(gc, wc, gx, a); });
     return gx;
   }
+#if KDET_CUDA
+  if (gy.device().is_cuda()) {
+    cuda::conv2d_backward_input(gy.contiguous(), w.contiguous(), gx, a);
+    return gx;
+  }
+#endif
   no_kernel("conv2d_backward_input", gy.device());
 }
 
@@ -89,6 +103,12 @@ Tensor conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Shape& w_
                    [&](auto tag) { cpu::conv2d_backward_weight<decltype(tag)>(gc, xc, gw, a); });
     return gw;
   }
+#if KDET_CUDA
+  if (gy.device().is_cuda()) {
+    cuda::conv2d_backward_weight(gy.contiguous(), x.contiguous(), gw, a);
+    return gw;
+  }
+#endif
   no_kernel("conv2d_backward_weight", gy.device());
 }
 
@@ -101,6 +121,7 @@ Tensor conv2d_backward_bias(const Tensor& gy) {
                    [&](auto tag) { cpu::conv2d_backward_bias<decltype(tag)>(gc, gb); });
     return gb;
   }
+  if (gy.device().is_cuda() && cuda_built()) return ops::sum(gy, {0, 2, 3});  // deterministic device reduction
   no_kernel("conv2d_backward_bias", gy.device());
 }
 

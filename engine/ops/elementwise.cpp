@@ -2,6 +2,7 @@
 
 #include "engine/backend.h"
 #include "engine/ops/cpu_map.h"
+#include "engine/ops/reduce.h"
 
 #if KDET_CUDA
 #include "engine/ops/elementwise_cuda.h"
@@ -75,7 +76,14 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
   // Validate: shape must broadcast to g's shape.
   KDET_CHECK(broadcast_shapes(shape, g.shape(), "sum_to") == g.shape(), "sum_to: ", shape,
              " does not broadcast to ", g.shape());
-  KDET_CHECK(g.device().is_cpu(), "sum_to: only implemented on cpu for now (got ", g.device(), ")");
+  if (!g.device().is_cpu()) {  // CUDA: a deterministic reduction over the broadcast dims (engine/ops/reduce.h)
+    std::vector<int> axes;
+    const int lead = g.ndim() - shape.ndim();
+    for (int d = 0; d < g.ndim(); ++d)
+      if (d < lead || (shape[d - lead] == 1 && g.shape()[d] != 1)) axes.push_back(d);
+    if (axes.empty()) return g.reshape(shape);
+    return ops::sum(g, axes, /*keepdim=*/true).reshape(shape);
+  }
   Tensor out = Tensor::zeros(shape, g.dtype(), g.device());
   // Iterate over g; the output is viewed with stride 0 on reduced dims. Rows are accumulated in a
   // fixed order (serial over the outer index), so the result is deterministic.
@@ -104,7 +112,13 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
 void axpy_(Tensor& y, const Tensor& x, double alpha) {
   KDET_CHECK(y.shape() == x.shape() && y.dtype() == x.dtype(), "axpy_: ", y.desc(), " vs ", x.desc());
   KDET_CHECK(y.is_contiguous(), "axpy_: destination must be contiguous");
-  KDET_CHECK(y.device().is_cpu(), "axpy_: cpu only for now");
+  if (!y.device().is_cpu()) {
+#if KDET_CUDA
+    cuda::axpy(y, x, alpha);
+    return;
+#endif
+    no_kernel("axpy_", y.device());
+  }
   dispatch_float(y.dtype(), "axpy_", [&](auto tag) {
     using T = decltype(tag);
     const Tensor xc = x.contiguous();

@@ -7,26 +7,45 @@
 #include "engine/ops/compare.h"
 #include "engine/ops/cpu_map.h"
 
+#if KDET_CUDA
+#include "engine/ops/index_ops_cuda.h"
+#endif
+
 namespace kdet {
 
 namespace {
 
 constexpr int64_t kBlock = 1024;
 
-// Validates an i64 index tensor against an extent n (indices in [-n, n)); returns it contiguous.
-Tensor checked_index(const char* op, const Tensor& idx, int64_t n, const Tensor& x, int dim) {
+inline int64_t wrap(int64_t v, int64_t n) { return v < 0 ? v + n : v; }
+
+// Validates an i64 index tensor against an extent n (indices in [-n, n)); returns it contiguous (on its
+// device; a device index is checked on a host copy, returned through `host` when asked for).
+Tensor checked_index(const char* op, const Tensor& idx, int64_t n, const Tensor& x, int dim, Tensor* host = nullptr) {
   KDET_CHECK(idx.defined(), op, ": undefined index tensor");
   KDET_CHECK(idx.dtype() == DType::I64, op, ": index must be i64, got ", idx.desc());
   KDET_CHECK(idx.device() == x.device(), op, ": index on ", idx.device(), " but input ", x.desc());
   Tensor ic = idx.contiguous();
-  const int64_t* p = ic.data<int64_t>();
-  for (int64_t k = 0; k < ic.numel(); ++k)
+  const Tensor hc = ic.device().is_cpu() ? ic : ic.to(Device::cpu());
+  const int64_t* p = hc.data<int64_t>();
+  for (int64_t k = 0; k < hc.numel(); ++k)
     KDET_CHECK(p[k] >= -n && p[k] < n, op, ": index ", p[k], " (at position ", k, ") out of range for dim ", dim,
                " of ", x.desc());
+  if (host) *host = hc;
   return ic;
 }
 
-inline int64_t wrap(int64_t v, int64_t n) { return v < 0 ? v + n : v; }
+// True when the (checked) host indices name distinct positions of an extent n.
+[[maybe_unused]] bool distinct_indices(const Tensor& host_idx, int64_t n) {
+  std::vector<char> seen(static_cast<size_t>(n), 0);
+  const int64_t* p = host_idx.data<int64_t>();
+  for (int64_t k = 0; k < host_idx.numel(); ++k) {
+    char& s = seen[static_cast<size_t>(wrap(p[k], n))];
+    if (s) return false;
+    s = 1;
+  }
+  return true;
+}
 
 struct Dims {
   int64_t O = 1, N = 1, I = 1;
@@ -43,7 +62,7 @@ Dims dims_of(const Shape& s, int d) {
 Tensor index_write(const char* op, const Tensor& base, int dim, const Tensor& index, const Tensor& src, bool add) {
   KDET_CHECK(base.defined() && src.defined(), op, ": undefined operand");
   KDET_CHECK(base.ndim() > 0, op, ": base must have at least one dimension, got ", base.desc());
-  if (!base.device().is_cpu()) no_kernel(op, base.device());
+  if (!base.device().is_cpu() && !(KDET_CUDA && base.device().is_cuda())) no_kernel(op, base.device());
   const int d = normalize_axis(dim, base.ndim(), op);
   KDET_CHECK(index.defined() && index.ndim() <= 1, op, ": index must be 1-D, got ",
              index.defined() ? index.desc() : "undefined");
@@ -53,10 +72,17 @@ Tensor index_write(const char* op, const Tensor& base, int dim, const Tensor& in
   want[d] = index.numel();
   KDET_CHECK(src.shape() == want, op, ": src ", src.desc(), " should have shape ", want, " (base ", base.desc(),
              ", ", index.numel(), " indices along dim ", dim, ")");
-  Tensor ic = checked_index(op, index, base.shape()[d], base, dim);
+  Tensor host_idx;
+  Tensor ic = checked_index(op, index, base.shape()[d], base, dim, &host_idx);
   Tensor out = base.clone();
   const Tensor sc = src.contiguous();
   const Dims D = dims_of(base.shape(), d);
+#if KDET_CUDA
+  if (base.device().is_cuda()) {
+    cuda::index_write(sc, ic, D.O, D.N, D.I, add, distinct_indices(host_idx, D.N), out);
+    return out;
+  }
+#endif
   const int64_t K = index.numel();
   const int64_t* pi = ic.data<int64_t>();
   dispatch_all(base.dtype(), op, [&](auto tag) {
@@ -137,7 +163,7 @@ namespace ops {
 Tensor index_select(const Tensor& x, int dim, const Tensor& index) {
   KDET_CHECK(x.defined(), "index_select: undefined input");
   KDET_CHECK(x.ndim() > 0, "index_select: input must have at least one dimension, got ", x.desc());
-  if (!x.device().is_cpu()) no_kernel("index_select", x.device());
+  if (!x.device().is_cpu() && !(KDET_CUDA && x.device().is_cuda())) no_kernel("index_select", x.device());
   const int d = normalize_axis(dim, x.ndim(), "index_select");
   KDET_CHECK(index.defined() && index.ndim() <= 1, "index_select: index must be 1-D, got ",
              index.defined() ? index.desc() : "undefined");
@@ -148,6 +174,12 @@ Tensor index_select(const Tensor& x, int dim, const Tensor& index) {
   Shape os = x.shape();
   os[d] = K;
   Tensor out = Tensor::empty(os, x.dtype(), x.device());
+#if KDET_CUDA
+  if (x.device().is_cuda()) {
+    cuda::index_select(xc, ic, D.O, D.N, D.I, out);
+    return out;
+  }
+#endif
   const int64_t* pi = ic.data<int64_t>();
   const size_t es = dtype_size(x.dtype());
   const char* px = static_cast<const char*>(xc.raw_data());
@@ -171,12 +203,18 @@ Tensor index_copy(const Tensor& base, int dim, const Tensor& index, const Tensor
 
 Tensor gather(const Tensor& x, int dim, const Tensor& index) {
   KDET_CHECK(x.defined() && x.ndim() > 0, "gather: input must have at least one dimension");
-  if (!x.device().is_cpu()) no_kernel("gather", x.device());
+  if (!x.device().is_cpu() && !(KDET_CUDA && x.device().is_cuda())) no_kernel("gather", x.device());
   const int d = normalize_axis(dim, x.ndim(), "gather");
   check_gather_shapes("gather", x, d, index, nullptr);
   Tensor ic = checked_index("gather", index, x.shape()[d], x, dim);
   Tensor out = Tensor::empty(index.shape(), x.dtype(), x.device());
   if (out.numel() == 0) return out;
+#if KDET_CUDA
+  if (x.device().is_cuda()) {
+    cuda::gather(x, d, ic, out);
+    return out;
+  }
+#endif
   dispatch_all(x.dtype(), "gather", [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.data<T>();
@@ -189,7 +227,7 @@ Tensor gather(const Tensor& x, int dim, const Tensor& index) {
 
 Tensor scatter_add(const Tensor& base, int dim, const Tensor& index, const Tensor& src) {
   KDET_CHECK(base.defined() && src.defined() && base.ndim() > 0, "scatter_add: undefined or 0-d operand");
-  if (!base.device().is_cpu()) no_kernel("scatter_add", base.device());
+  if (!base.device().is_cpu() && !(KDET_CUDA && base.device().is_cuda())) no_kernel("scatter_add", base.device());
   KDET_CHECK(base.dtype() == src.dtype() && base.device() == src.device() && src.ndim() == base.ndim(),
              "scatter_add: base ", base.desc(), " vs src ", src.desc());
   const int d = normalize_axis(dim, base.ndim(), "scatter_add");
@@ -197,6 +235,12 @@ Tensor scatter_add(const Tensor& base, int dim, const Tensor& index, const Tenso
   Tensor ic = checked_index("scatter_add", index, base.shape()[d], base, dim);
   Tensor out = base.clone();
   if (index.numel() == 0) return out;
+#if KDET_CUDA
+  if (base.device().is_cuda()) {
+    cuda::scatter_add(src, d, ic, out);
+    return out;
+  }
+#endif
   dispatch_float(base.dtype(), "scatter_add", [&](auto tag) {
     using T = decltype(tag);
     const T* ps = src.data<T>();

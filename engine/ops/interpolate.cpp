@@ -1,9 +1,14 @@
 #include "engine/ops/interpolate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "engine/backend.h"
+
+#if KDET_CUDA
+#include "engine/ops/interpolate_cuda.h"
+#endif
 
 namespace kdet {
 
@@ -159,11 +164,52 @@ void bilinear_bwd(const Tensor& g, Tensor& gx, bool ac) {
   }
 }
 
+#if KDET_CUDA
+// One axis' sampling tables for the CUDA kernels (engine/ops/interpolate_cuda.h): the same index
+// functions as the CPU kernels, plus for each input position the range of outputs that read it
+// (outputs d with i0[d] in [h - mode, h]; i0 is non-decreasing).
+cuda::ResizeAxis resize_axis(int mode, int64_t in, int64_t out, bool ac, DType dt, Device dev) {
+  cuda::ResizeAxis a;
+  std::vector<int64_t> i0;
+  if (mode == 0) {
+    i0 = nearest_index(in, out);
+  } else {
+    dispatch_float(dt, "interpolate_bilinear", [&](auto tag) {
+      using T = decltype(tag);
+      const Linear<T> L = linear_index<T>(in, out, ac);
+      i0 = L.i0;
+      a.i1 = Tensor::from_vector(L.i1).to(dev);
+      a.l0 = Tensor::from_vector(L.l0).to(dev);
+      a.l1 = Tensor::from_vector(L.l1).to(dev);
+    });
+  }
+  a.i0 = Tensor::from_vector(i0).to(dev);
+  std::vector<int64_t> lo(in), hi(in);
+  int64_t d_lo = 0, d_hi = 0;
+  for (int64_t h = 0; h < in; ++h) {
+    while (d_lo < out && i0[d_lo] < h - mode) ++d_lo;
+    while (d_hi < out && i0[d_hi] <= h) ++d_hi;
+    lo[h] = d_lo;
+    hi[h] = std::max(d_lo, d_hi);
+  }
+  a.lo = Tensor::from_vector(lo).to(dev);
+  a.hi = Tensor::from_vector(hi).to(dev);
+  return a;
+}
+#endif
+
 Tensor run(const char* op, const Tensor& xin, int64_t oh, int64_t ow, int mode /*0 nearest, 1 bilinear*/, bool ac) {
   check_input(op, xin, oh, ow);
-  if (!xin.device().is_cpu()) no_kernel(op, xin.device());  // #if KDET_CUDA: CUDA path goes here
+  if (!xin.device().is_cpu() && !(KDET_CUDA && xin.device().is_cuda())) no_kernel(op, xin.device());
   const Tensor x = xin.contiguous();
   Tensor out = Tensor::empty({x.size(0), x.size(1), oh, ow}, x.dtype(), x.device());
+#if KDET_CUDA
+  if (x.device().is_cuda()) {
+    cuda::resize_forward(mode == 1, x, resize_axis(mode, x.size(2), oh, ac, x.dtype(), x.device()),
+                         resize_axis(mode, x.size(3), ow, ac, x.dtype(), x.device()), out);
+    return out;
+  }
+#endif
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     if (mode == 0)
@@ -177,6 +223,13 @@ Tensor run(const char* op, const Tensor& xin, int64_t oh, int64_t ow, int mode /
 Tensor run_bwd(const char* op, const Tensor& gin, const Shape& xshape, int mode, bool ac) {
   const Tensor g = gin.contiguous();
   Tensor gx = Tensor::empty(xshape, g.dtype(), g.device());
+#if KDET_CUDA
+  if (g.device().is_cuda()) {
+    cuda::resize_backward(mode == 1, g, resize_axis(mode, xshape[2], g.size(2), ac, g.dtype(), g.device()),
+                          resize_axis(mode, xshape[3], g.size(3), ac, g.dtype(), g.device()), gx);
+    return gx;
+  }
+#endif
   dispatch_float(g.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     if (mode == 0)

@@ -7,6 +7,11 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/ops/box_loss_math.h"
+
+#if KDET_CUDA
+#include "engine/ops/losses_cuda.h"
+#endif
 
 namespace kdet {
 
@@ -22,7 +27,8 @@ void check_pair(const char* op, const Var& pred, const Tensor& target) {
              target.desc());
   KDET_CHECK(pred.device() == target.device(), op, ": device mismatch, prediction ", pred.data().desc(),
              " vs target ", target.desc());
-  if (!pred.device().is_cpu()) no_kernel(op, pred.device());  // #if KDET_CUDA: CUDA path goes here
+  // CUDA inputs are dispatched by each loss right after this check (engine/ops/losses_cuda.h).
+  if (!pred.device().is_cpu() && !(KDET_CUDA && pred.device().is_cuda())) no_kernel(op, pred.device());
 }
 
 // out[i] = f(x[i], t[i]) for contiguous same-shape operands.
@@ -55,9 +61,14 @@ Tensor map3(const Tensor& gin, const Tensor& xin, const Tensor& tin, F f) {
 }
 
 // An element-wise loss with forward f(x, t) and backward b(g, x, t) (both templated lambdas taking T).
+// cuda_kind: the same loss in engine/ops/losses_cuda.h (pointwise_loss), with its parameter.
 template <class Fwd, class Bwd>
-Var elementwise_loss(const char* op, const Var& pred, const Tensor& target, Fwd fwd, Bwd bwd) {
+Var elementwise_loss(const char* op, const Var& pred, const Tensor& target, Fwd fwd, Bwd bwd, int cuda_kind,
+                     double param = 0) {
   check_pair(op, pred, target);
+#if KDET_CUDA
+  if (pred.device().is_cuda()) return cuda::pointwise_loss(cuda_kind, op, pred, target, param);
+#endif
   Tensor out;
   dispatch_float(pred.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
@@ -126,108 +137,20 @@ inline T bce_logits(T x, T t, T e) {
   return std::max(x, T(0)) - x * t + log1p_unit(e);
 }
 
-// max(a, b) derivative share for a (torch maximum/minimum: half each at a tie).
-inline double share_max(double a, double b) { return a > b ? 1.0 : (a == b ? 0.5 : 0.0); }
-inline double share_min(double a, double b) { return a < b ? 1.0 : (a == b ? 0.5 : 0.0); }
-
 void check_boxes(const char* op, const Var& pred, const Tensor& target) {
   check_pair(op, pred, target);
   KDET_CHECK(pred.ndim() == 2 && pred.size(1) == 4, op, ": expected boxes [N, 4], got prediction ",
              pred.data().desc());
 }
 
-// Aligned IoU / GIoU between box rows, with analytic gradient w.r.t. the prediction.
-// kind: 0 = GIoU loss (1 - giou), 1/2/3 = IoU loss linear / square / log.
-struct BoxLossOut {
-  double loss;
-  double d[4];  // dloss/dpred
-};
-
-inline BoxLossOut box_loss(const double* p, const double* t, int kind, double eps, bool want_grad) {
-  const double px1 = p[0], py1 = p[1], px2 = p[2], py2 = p[3];
-  const double tx1 = t[0], ty1 = t[1], tx2 = t[2], ty2 = t[3];
-  const double area_p = (px2 - px1) * (py2 - py1);
-  const double area_t = (tx2 - tx1) * (ty2 - ty1);
-  const double ltx = std::max(px1, tx1), lty = std::max(py1, ty1);
-  const double rbx = std::min(px2, tx2), rby = std::min(py2, ty2);
-  const double iw_raw = rbx - ltx, ih_raw = rby - lty;
-  const double iw = std::max(iw_raw, 0.0), ih = std::max(ih_raw, 0.0);
-  const double overlap = iw * ih;
-  const double uni_raw = area_p + area_t - overlap;
-  const double ueps = kind == 0 ? eps : 1e-6;  // bbox_overlaps' own eps for the IoU loss
-  const double uni = std::max(uni_raw, ueps);
-  const double iou = overlap / uni;
-  BoxLossOut r{};
-  double d_ov = 0, d_u = 0, d_E = 0;
-  double ew = 0, eh = 0, ew_raw = 0, eh_raw = 0, E = 0, enc = 0;
-  if (kind == 0) {
-    const double elx = std::min(px1, tx1), ely = std::min(py1, ty1);
-    const double erx = std::max(px2, tx2), ery = std::max(py2, ty2);
-    ew_raw = erx - elx;
-    eh_raw = ery - ely;
-    ew = std::max(ew_raw, 0.0);
-    eh = std::max(eh_raw, 0.0);
-    enc = ew * eh;
-    E = std::max(enc, eps);
-    const double giou = iou - (E - uni) / E;
-    r.loss = 1.0 - giou;
-    if (!want_grad) return r;
-    // loss = 2 - overlap/u - u/E
-    d_ov = -1.0 / uni;
-    d_u = overlap / (uni * uni) - 1.0 / E;
-    d_E = uni / (E * E);
-  } else {
-    const double ic = std::max(iou, eps);
-    double d_iou = 0;
-    if (kind == 1) {
-      r.loss = 1.0 - ic;
-      d_iou = -1.0;
-    } else if (kind == 2) {
-      r.loss = 1.0 - ic * ic;
-      d_iou = -2.0 * ic;
-    } else {
-      r.loss = -std::log(ic);
-      d_iou = -1.0 / ic;
-    }
-    if (!want_grad) return r;
-    d_iou *= iou >= eps ? 1.0 : 0.0;  // clamp(min=eps) passes the gradient where iou >= eps
-    d_ov = d_iou / uni;
-    d_u = -d_iou * overlap / (uni * uni);
-  }
-  // union = max(uni_raw, eps) (torch.max: half at a tie)
-  const double d_uraw = d_u * share_max(uni_raw, ueps);
-  const double d_area = d_uraw;
-  d_ov += -d_uraw;
-  // overlap = clamp(iw_raw, 0) * clamp(ih_raw, 0); clamp passes where raw >= 0
-  const double d_iw = iw_raw >= 0 ? d_ov * ih : 0.0;
-  const double d_ih = ih_raw >= 0 ? d_ov * iw : 0.0;
-  double* d = r.d;
-  d[0] = d[1] = d[2] = d[3] = 0;
-  // area_p
-  d[2] += d_area * (py2 - py1);
-  d[0] -= d_area * (py2 - py1);
-  d[3] += d_area * (px2 - px1);
-  d[1] -= d_area * (px2 - px1);
-  // iw_raw = min(px2, tx2) - max(px1, tx1)
-  d[2] += d_iw * share_min(px2, tx2);
-  d[0] -= d_iw * share_max(px1, tx1);
-  d[3] += d_ih * share_min(py2, ty2);
-  d[1] -= d_ih * share_max(py1, ty1);
-  if (kind == 0) {
-    const double d_enc = d_E * share_max(enc, eps);
-    const double d_ew = ew_raw >= 0 ? d_enc * eh : 0.0;
-    const double d_eh = eh_raw >= 0 ? d_enc * ew : 0.0;
-    // ew_raw = max(px2, tx2) - min(px1, tx1)
-    d[2] += d_ew * share_max(px2, tx2);
-    d[0] -= d_ew * share_min(px1, tx1);
-    d[3] += d_eh * share_max(py2, ty2);
-    d[1] -= d_eh * share_min(py1, ty1);
-  }
-  return r;
-}
+using box_loss_math::box_loss;
+using box_loss_math::BoxLossOut;
 
 Var box_loss_op(const char* op, const Var& pred, const Tensor& target, int kind, double eps) {
   check_boxes(op, pred, target);
+#if KDET_CUDA
+  if (pred.device().is_cuda()) return cuda::box_loss(op, pred, target, kind, eps);
+#endif
   const int64_t N = pred.size(0);
   const Tensor p = pred.data().contiguous(), t = target.contiguous();
   Tensor out = Tensor::empty({N}, p.dtype(), p.device());
@@ -339,6 +262,9 @@ Var sigmoid_focal_loss(const Var& logits, const Tensor& target, double gamma, do
   const char* op = "sigmoid_focal_loss";
   KDET_CHECK(gamma >= 0, op, ": gamma must be >= 0, got ", gamma);
   check_pair(op, logits, target);
+#if KDET_CUDA
+  if (logits.device().is_cuda()) return cuda::sigmoid_focal_loss(logits, target, gamma, alpha);
+#endif
   Tensor out;
   dispatch_float(logits.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
@@ -372,7 +298,8 @@ Var smooth_l1_loss(const Var& pred, const Tensor& target, double beta) {
         const T ad = std::abs(d);
         const T s = d > T(0) ? T(1) : (d < T(0) ? T(-1) : T(0));
         return ad < b ? g * d / b : g * s;
-      });
+      },
+      0, beta);
 }
 
 Var l1_loss(const Var& pred, const Tensor& target) {
@@ -382,7 +309,8 @@ Var l1_loss(const Var& pred, const Tensor& target) {
         using T = decltype(x);
         const T d = x - t;
         return d > T(0) ? g : (d < T(0) ? -g : T(0));
-      });
+      },
+      1);
 }
 
 Var giou_loss(const Var& pred, const Tensor& target, double eps) {
@@ -398,20 +326,24 @@ Var binary_cross_entropy_with_logits(const Var& logits, const Tensor& target) {
   return elementwise_loss(
       "binary_cross_entropy_with_logits", logits, target,
       [](auto x, auto t) { return bce_logits(x, t, exp_neg_abs(x)); },
-      [](auto g, auto x, auto t) { return g * (sigmoid_from(x, exp_neg_abs(x)) - t); });
+      [](auto g, auto x, auto t) { return g * (sigmoid_from(x, exp_neg_abs(x)) - t); }, 2);
 }
 
 Var binary_cross_entropy(const Var& prob, const Tensor& target) {
   const char* op = "binary_cross_entropy";
   check_pair(op, prob, target);
   bool in_range = true;
-  dispatch_float(prob.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    const Tensor p = prob.data().contiguous();
-    const T* pp = p.data<T>();
-    for (int64_t i = 0; i < p.numel(); ++i)
-      if (!(pp[i] >= T(0) && pp[i] <= T(1))) in_range = false;
-  });
+#if KDET_CUDA
+  if (prob.device().is_cuda()) in_range = cuda::all_in_unit_interval(prob.data());
+  else
+#endif
+    dispatch_float(prob.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      const Tensor p = prob.data().contiguous();
+      const T* pp = p.data<T>();
+      for (int64_t i = 0; i < p.numel(); ++i)
+        if (!(pp[i] >= T(0) && pp[i] <= T(1))) in_range = false;
+    });
   KDET_CHECK(in_range, op, ": all elements of the input ", prob.data().desc(), " must be between 0 and 1");
   return elementwise_loss(
       op, prob, target,
@@ -423,7 +355,8 @@ Var binary_cross_entropy(const Var& prob, const Tensor& target) {
       [](auto g, auto p, auto t) {
         using T = decltype(p);
         return g * (p - t) / std::max((T(1) - p) * p, static_cast<T>(1e-12));
-      });
+      },
+      3);
 }
 
 Var cross_entropy(const Var& logits, const Tensor& labels, int64_t ignore_index) {
@@ -432,7 +365,12 @@ Var cross_entropy(const Var& logits, const Tensor& labels, int64_t ignore_index)
   KDET_CHECK(logits.ndim() == 2, op, ": expected logits [N, C], got ", logits.data().desc());
   KDET_CHECK(labels.dtype() == DType::I64 && labels.ndim() == 1 && labels.size(0) == logits.size(0), op,
              ": labels ", labels.desc(), " must be i64 [N] for logits ", logits.data().desc());
-  if (!logits.device().is_cpu()) no_kernel(op, logits.device());  // #if KDET_CUDA: CUDA path goes here
+  KDET_CHECK(labels.device() == logits.device(), op, ": labels ", labels.desc(), " and logits ",
+             logits.data().desc(), " are on different devices");
+#if KDET_CUDA
+  if (logits.device().is_cuda()) return cuda::cross_entropy(logits, labels, ignore_index);
+#endif
+  if (!logits.device().is_cpu()) no_kernel(op, logits.device());
   const int64_t N = logits.size(0), C = logits.size(1);
   const Tensor x = logits.data().contiguous(), lab = labels.contiguous();
   const int64_t* pl = lab.data<int64_t>();

@@ -30,7 +30,10 @@ MaskKind check(const Tensor& x, const Tensor& m, const Tensor& w, const Tensor& 
   const bool spatial = m.shape() == Shape{N, 1, H, W}, channel = m.shape() == Shape{N, C, 1, 1};
   KDET_CHECK(spatial || channel, "masked_conv2d: mask ", m.desc(), " must be [", N, ", 1, ", H, ", ", W, "] or [", N,
              ", ", C, ", 1, 1] for input ", x.desc());
-  if (!x.device().is_cpu()) no_kernel("masked_conv2d", x.device());
+  if (!x.device().is_cpu()) {  // CUDA: the dense conv2d of x ⊙ m (the definition; only the CPU skips zeros)
+    if (!(KDET_CUDA && x.device().is_cuda())) no_kernel("masked_conv2d", x.device());
+    return MaskKind::Dense;
+  }
   if (a.groups != 1) return MaskKind::Dense;
   if (spatial)
     return a.stride_h == 1 && a.stride_w == 1 && a.dilation_h == 1 && a.dilation_w == 1 ? MaskKind::Spatial
@@ -47,6 +50,14 @@ std::vector<std::vector<int64_t>> kept(const Tensor& m, int64_t R, int64_t L) {
     for (int64_t i = 0; i < L; ++i)
       if (p[r * L + i] != T(0)) idx[r].push_back(i);
   return idx;
+}
+
+// Scratch of n elements from the caching allocator (a std::vector of this size would be page-faulted
+// afresh on every call).
+template <class T>
+T* scratch(Tensor& keep, int64_t n) {
+  keep = Tensor::empty({std::max<int64_t>(n, 1)}, dtype_of<T>());
+  return keep.data<T>();
 }
 
 // ---- spatial mask ------------------------------------------------------------------------------
@@ -110,13 +121,15 @@ void spatial_forward(const Tensor& x, const Tensor& m, const Tensor& w, const Te
                      const Conv2dArgs& a) {
   const SpGeom g = sp_geom(x, w.shape(), a);
   const auto idx = kept<T>(m, g.N, g.HW);
-  std::vector<T> wt(g.KK * g.O * g.C);
-  taps_first(w.data<T>(), wt.data(), g);
+  Tensor bufs[3];
+  T* wt = scratch<T>(bufs[0], g.KK * g.O * g.C);
+  taps_first(w.data<T>(), wt, g);
   const T* px = x.data<T>();
   const T* pm = m.data<T>();
   const T* pb = b.defined() ? b.data<T>() : nullptr;
   T* py = y.data<T>();
-  std::vector<T> XU(g.C * kChunk), Z(g.KK * g.O * kChunk);
+  T* XU = scratch<T>(bufs[1], g.C * kChunk);
+  T* Z = scratch<T>(bufs[2], g.KK * g.O * kChunk);
   std::vector<int64_t> tgt;
   for (int64_t n = 0; n < g.N; ++n) {
     T* yn = py + n * g.O * g.P;
@@ -126,10 +139,10 @@ void spatial_forward(const Tensor& x, const Tensor& m, const Tensor& w, const Te
     for (int64_t u0 = 0; u0 < nU; u0 += kChunk) {
       const int64_t jn = std::min(kChunk, nU - u0);
       const int64_t* id = idx[n].data() + u0;
-      gather_cols(px + n * g.C * g.HW, pm + n * g.HW, id, jn, g, XU.data());
-      gemm(false, false, g.KK * g.O, jn, g.C, T(1), wt.data(), g.C, XU.data(), jn, T(0), Z.data(), jn);
+      gather_cols(px + n * g.C * g.HW, pm + n * g.HW, id, jn, g, XU);
+      gemm(false, false, g.KK * g.O, jn, g.C, T(1), wt, g.C, XU, jn, T(0), Z, jn);
       tap_targets(g, id, jn, tgt);
-      const T* pz = Z.data();
+      const T* pz = Z;
       const int64_t* pt = tgt.data();
 #pragma omp parallel for schedule(static) if (g.O * g.KK * jn > cpu::kParallelGrain)
       for (int64_t o = 0; o < g.O; ++o) {
@@ -151,17 +164,20 @@ void spatial_backward(const Tensor& gy, const Tensor& x, const Tensor& m, const 
                       const Conv2dArgs& a) {
   const SpGeom g = sp_geom(x, w.shape(), a);
   const auto idx = kept<T>(m, g.N, g.HW);
-  std::vector<T> wt, dwt;
+  Tensor bufs[5];
+  T* wt = gx ? scratch<T>(bufs[0], g.KK * g.O * g.C) : nullptr;
+  T* dwt = gw ? scratch<T>(bufs[1], g.KK * g.O * g.C) : nullptr;
   if (gx) {
-    wt.resize(g.KK * g.O * g.C);
-    taps_first(w.data<T>(), wt.data(), g);
+    taps_first(w.data<T>(), wt, g);
     gx->fill_(0.0);
   }
-  if (gw) dwt.assign(g.KK * g.O * g.C, T(0));
+  if (gw) std::fill(dwt, dwt + g.KK * g.O * g.C, T(0));
   const T* pgy = gy.data<T>();
   const T* px = x.data<T>();
   const T* pm = m.data<T>();
-  std::vector<T> XU(gw ? g.C * kChunk : 0), G(g.KK * g.O * kChunk), dXU(gx ? g.C * kChunk : 0);
+  T* XU = gw ? scratch<T>(bufs[2], g.C * kChunk) : nullptr;
+  T* G = scratch<T>(bufs[3], g.KK * g.O * kChunk);
+  T* dXU = gx ? scratch<T>(bufs[4], g.C * kChunk) : nullptr;
   std::vector<int64_t> tgt;
   for (int64_t n = 0; n < g.N; ++n) {
     const T* gyn = pgy + n * g.O * g.P;
@@ -171,7 +187,7 @@ void spatial_backward(const Tensor& gy, const Tensor& x, const Tensor& m, const 
       const int64_t* id = idx[n].data() + u0;
       tap_targets(g, id, jn, tgt);
       const int64_t* pt = tgt.data();
-      T* pG = G.data();
+      T* pG = G;
 #pragma omp parallel for schedule(static) if (g.O * g.KK * jn > cpu::kParallelGrain)
       for (int64_t o = 0; o < g.O; ++o) {
         const T* go = gyn + o * g.P;
@@ -182,21 +198,21 @@ void spatial_backward(const Tensor& gy, const Tensor& x, const Tensor& m, const 
         }
       }
       if (gx) {
-        gemm(true, false, g.C, jn, g.KK * g.O, T(1), wt.data(), g.C, pG, jn, T(0), dXU.data(), jn);
+        gemm(true, false, g.C, jn, g.KK * g.O, T(1), wt, g.C, pG, jn, T(0), dXU, jn);
         T* gxn = gx->data<T>() + n * g.C * g.HW;
         const T* mn = pm + n * g.HW;
-        const T* s = dXU.data();
+        const T* s = dXU;
 #pragma omp parallel for schedule(static) if (g.C * jn > cpu::kParallelGrain)
         for (int64_t c = 0; c < g.C; ++c)
           for (int64_t j = 0; j < jn; ++j) gxn[c * g.HW + id[j]] = s[c * jn + j] * mn[id[j]];
       }
       if (gw) {
-        gather_cols(px + n * g.C * g.HW, pm + n * g.HW, id, jn, g, XU.data());
-        gemm(false, true, g.KK * g.O, g.C, jn, T(1), pG, jn, XU.data(), jn, T(1), dwt.data(), g.C);
+        gather_cols(px + n * g.C * g.HW, pm + n * g.HW, id, jn, g, XU);
+        gemm(false, true, g.KK * g.O, g.C, jn, T(1), pG, jn, XU, jn, T(1), dwt, g.C);
       }
     }
   }
-  if (gw) taps_last(dwt.data(), gw->data<T>(), g);
+  if (gw) taps_last(dwt, gw->data<T>(), g);
 }
 
 // ---- channel mask -------------------------------------------------------------------------------

@@ -5,6 +5,12 @@
 
 #include "engine/backend.h"
 #include "engine/gemm.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/reduce.h"
+
+#if KDET_CUDA
+#include "engine/ops/matmul_cuda.h"
+#endif
 
 namespace kdet {
 
@@ -51,8 +57,14 @@ Tensor matmul_t(const Tensor& a, bool ta, const Tensor& b, bool tb) {
              (tb ? "ᵀ" : ""));
   Shape os = batched ? Shape{Bn, M, N} : Shape{M, N};
   Tensor out = Tensor::empty(os, a.dtype(), a.device());
-  if (!a.device().is_cpu()) no_kernel("matmul", a.device());
+  if (!a.device().is_cpu() && !(KDET_CUDA && a.device().is_cuda())) no_kernel("matmul", a.device());
   const Tensor A = a.contiguous(), B = b.contiguous();
+#if KDET_CUDA
+  if (a.device().is_cuda()) {
+    cuda::gemm(ta, tb, Bn, M, N, K, A, B, out);
+    return out;
+  }
+#endif
   dispatch_float(a.dtype(), "matmul", [&](auto tag) {
     using T = decltype(tag);
     const T* pa = A.data<T>();
@@ -79,8 +91,16 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                " does not match weight ", w.desc());
   Shape os = x.shape();
   os.back() = outf;
+  if (!x.device().is_cpu()) {
+#if KDET_CUDA
+    if (x.device().is_cuda()) {  // y = x·wᵀ (+ b broadcast over rows)
+      Tensor y = matmul_t(x.contiguous().view({M, in}), false, w, true).view(os);
+      return b.defined() ? add(y, b) : y;
+    }
+#endif
+    no_kernel("linear", x.device());
+  }
   Tensor y = Tensor::empty(os, x.dtype(), x.device());
-  if (!x.device().is_cpu()) no_kernel("linear", x.device());
   const Tensor xc = x.contiguous(), wc = w.contiguous(), bc = b.defined() ? b.contiguous() : Tensor();
   dispatch_float(x.dtype(), "linear", [&](auto tag) {
     using T = decltype(tag);
@@ -115,7 +135,8 @@ Var linear(const Var& x, const Var& w, const Var& b) {
                   const Tensor g2 = g.contiguous().view({M, outf});
                   if (gr.wants(0)) gr.accumulate(0, ops::matmul_t(g2, false, wd, false).view(xs));
                   if (gr.wants(1)) gr.accumulate(1, ops::matmul_t(g2, true, xd.contiguous().view({M, in}), false));
-                  if (gr.wants(2)) gr.accumulate(2, sum_rows(g2, M, outf));
+                  if (gr.wants(2))
+                    gr.accumulate(2, g2.device().is_cpu() ? sum_rows(g2, M, outf) : ops::sum(g2, {0}));
                 });
 }
 

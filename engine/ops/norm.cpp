@@ -6,6 +6,10 @@
 
 #include "engine/backend.h"
 
+#if KDET_CUDA
+#include "engine/ops/norm_cuda.h"
+#endif
+
 namespace kdet {
 
 namespace {
@@ -297,6 +301,9 @@ Var grouped_norm(const char* op, const Var& xv, const Var& weight, const Var& bi
   const Tensor x = xv.data().contiguous();
   const Tensor w = weight.defined() ? weight.data().contiguous() : Tensor();
   const Tensor b = bias.defined() ? bias.data().contiguous() : Tensor();
+#if KDET_CUDA
+  if (x.device().is_cuda()) return cuda::grouped_norm(op, xv, weight, bias, x, w, b, R, G, Cg, S, eps, param_shape);
+#endif
   auto mean = std::make_shared<std::vector<double>>(), invstd = std::make_shared<std::vector<double>>();
   Tensor out;
   dispatch_float(x.dtype(), op, [&](auto tag) {
@@ -328,7 +335,7 @@ Var batch_norm(const Var& xv, const Var& weight, const Var& bias, Tensor& runnin
   const char* op = "batch_norm";
   KDET_CHECK(xv.defined(), op, ": undefined input");
   KDET_CHECK(xv.ndim() >= 2, op, ": expected input of shape [N, C, *], got ", xv.data().desc());
-  if (!xv.device().is_cpu()) no_kernel(op, xv.device());  // #if KDET_CUDA: CUDA path goes here
+  if (!xv.device().is_cpu() && !(KDET_CUDA && xv.device().is_cuda())) no_kernel(op, xv.device());
   const int64_t N = xv.size(0), C = xv.size(1), S = xv.numel() / std::max<int64_t>(N * C, 1);
   check_affine(op, weight, "weight", C, xv.data());
   check_affine(op, bias, "bias", C, xv.data());
@@ -348,6 +355,11 @@ Var batch_norm(const Var& xv, const Var& weight, const Var& bias, Tensor& runnin
   const Tensor x = xv.data().contiguous();
   const Tensor w = weight.defined() ? weight.data().contiguous() : Tensor();
   const Tensor b = bias.defined() ? bias.data().contiguous() : Tensor();
+#if KDET_CUDA
+  if (x.device().is_cuda())
+    return cuda::batch_norm(xv, weight, bias, x, w, b, running_mean, running_var, training, track, momentum, eps, N, C,
+                            S, weight.defined() ? weight.shape() : bias.defined() ? bias.shape() : Shape{C});
+#endif
   auto mean = std::make_shared<std::vector<double>>(C), invstd = std::make_shared<std::vector<double>>(C);
   Tensor out;
   dispatch_float(x.dtype(), op, [&](auto tag) {
@@ -401,7 +413,7 @@ Var group_norm(const Var& xv, int64_t num_groups, const Var& weight, const Var& 
   const char* op = "group_norm";
   KDET_CHECK(xv.defined(), op, ": undefined input");
   KDET_CHECK(xv.ndim() >= 2, op, ": expected input of shape [N, C, *], got ", xv.data().desc());
-  if (!xv.device().is_cpu()) no_kernel(op, xv.device());  // #if KDET_CUDA: CUDA path goes here
+  if (!xv.device().is_cpu() && !(KDET_CUDA && xv.device().is_cuda())) no_kernel(op, xv.device());
   const int64_t N = xv.size(0), C = xv.size(1);
   KDET_CHECK(num_groups > 0 && C % num_groups == 0, op, ": C=", C, " not divisible by num_groups=", num_groups,
              " (input ", xv.data().desc(), ")");
@@ -421,7 +433,7 @@ Var layer_norm(const Var& xv, const Shape& normalized_shape, const Var& weight, 
   for (int i = 0; ok && i < k; ++i) ok = xv.shape()[xv.ndim() - k + i] == normalized_shape[i];
   KDET_CHECK(ok, op, ": normalized_shape ", normalized_shape, " does not match the trailing dims of input ",
              xv.data().desc());
-  if (!xv.device().is_cpu()) no_kernel(op, xv.device());  // #if KDET_CUDA: CUDA path goes here
+  if (!xv.device().is_cpu() && !(KDET_CUDA && xv.device().is_cuda())) no_kernel(op, xv.device());
   const int64_t M = normalized_shape.numel();
   for (const Var* p : {&weight, &bias}) {
     if (!p->defined()) continue;

@@ -7,6 +7,10 @@
 
 #include "engine/backend.h"
 
+#if KDET_CUDA
+#include "engine/ops/pool2d_cuda.h"
+#endif
+
 namespace kdet {
 
 namespace {
@@ -33,7 +37,16 @@ namespace ops {
 
 std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, int64_t k, int64_t s, int64_t p, bool ceil_mode) {
   Shape ys = pool_shape("max_pool2d", x.shape(), k, s, p, ceil_mode);
-  if (!x.device().is_cpu()) no_kernel("max_pool2d", x.device());
+  if (!x.device().is_cpu()) {
+#if KDET_CUDA
+    if (x.device().is_cuda()) {
+      Tensor y = Tensor::empty(ys, x.dtype(), x.device()), idx = Tensor::empty(ys, DType::I64, x.device());
+      cuda::max_pool2d_forward(x.contiguous(), k, s, p, y, idx);
+      return {y, idx};
+    }
+#endif
+    no_kernel("max_pool2d", x.device());
+  }
   Tensor y = Tensor::empty(ys, x.dtype()), idx = Tensor::empty(ys, DType::I64);
   const Tensor xc = x.contiguous();
   const int64_t H = x.size(2), W = x.size(3), Ho = ys[2], Wo = ys[3], planes = ys[0] * ys[1];
@@ -73,7 +86,16 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, int64_t k, in
 Tensor max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Shape& xs) {
   KDET_CHECK(gy.shape() == indices.shape() && gy.ndim() == 4, "max_pool2d_backward: grad ", gy.desc(),
              " vs indices ", indices.desc());
-  if (!gy.device().is_cpu()) no_kernel("max_pool2d_backward", gy.device());
+  if (!gy.device().is_cpu()) {
+#if KDET_CUDA
+    if (gy.device().is_cuda()) {
+      Tensor gx = Tensor::zeros(xs, gy.dtype(), gy.device());
+      cuda::max_pool2d_backward(gy.contiguous(), indices.contiguous(), gx);
+      return gx;
+    }
+#endif
+    no_kernel("max_pool2d_backward", gy.device());
+  }
   Tensor gx = Tensor::zeros(xs, gy.dtype());
   const Tensor gc = gy.contiguous(), ic = indices.contiguous();
   const int64_t HW = xs[2] * xs[3], P = gy.size(2) * gy.size(3), planes = gy.size(0) * gy.size(1);
@@ -110,7 +132,16 @@ void avg_windows(int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t k, int64_
 
 Tensor avg_pool2d(const Tensor& x, int64_t k, int64_t s, int64_t p, bool cip, bool ceil_mode) {
   Shape ys = pool_shape("avg_pool2d", x.shape(), k, s, p, ceil_mode);
-  if (!x.device().is_cpu()) no_kernel("avg_pool2d", x.device());
+  if (!x.device().is_cpu()) {
+#if KDET_CUDA
+    if (x.device().is_cuda()) {
+      Tensor y = Tensor::empty(ys, x.dtype(), x.device());
+      cuda::avg_pool2d_forward(x.contiguous(), k, s, p, cip, y);
+      return y;
+    }
+#endif
+    no_kernel("avg_pool2d", x.device());
+  }
   Tensor y = Tensor::empty(ys, x.dtype());
   const Tensor xc = x.contiguous();
   const int64_t H = x.size(2), W = x.size(3), Ho = ys[2], Wo = ys[3], planes = ys[0] * ys[1];
@@ -137,7 +168,16 @@ Tensor avg_pool2d_backward(const Tensor& gy, const Shape& xs, int64_t k, int64_t
                            bool ceil_mode) {
   Shape ys = pool_shape("avg_pool2d_backward", xs, k, s, p, ceil_mode);
   KDET_CHECK(gy.shape() == ys, "avg_pool2d_backward: grad ", gy.desc(), " does not match output ", ys);
-  if (!gy.device().is_cpu()) no_kernel("avg_pool2d_backward", gy.device());
+  if (!gy.device().is_cpu()) {
+#if KDET_CUDA
+    if (gy.device().is_cuda()) {
+      Tensor gx = Tensor::empty(xs, gy.dtype(), gy.device());
+      cuda::avg_pool2d_backward(gy.contiguous(), k, s, p, cip, gx);
+      return gx;
+    }
+#endif
+    no_kernel("avg_pool2d_backward", gy.device());
+  }
   Tensor gx = Tensor::zeros(xs, gy.dtype());
   const Tensor gc = gy.contiguous();
   const int64_t H = xs[2], W = xs[3], Ho = ys[2], Wo = ys[3], planes = ys[0] * ys[1];

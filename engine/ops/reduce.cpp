@@ -9,6 +9,10 @@
 #include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
 
+#if KDET_CUDA
+#include "engine/ops/reduce_cuda.h"
+#endif
+
 namespace kdet {
 
 namespace {
@@ -22,6 +26,7 @@ struct Plan {
   Shape out;   // result shape (keep, or keep without the reduced dims)
   int64_t O = 1, R = 1, I = 1;
   Tensor src;
+  bool device = false;  // a CUDA tensor: src is always [O, R] (reduced dims moved last), I == 1
   // Set instead (sum/mean only) when contiguous x is [A reduced, B kept, C reduced] after merging dims,
   // e.g. NCHW over (0, 2, 3): reduced without a permuted copy.
   bool rkr = false;
@@ -31,7 +36,8 @@ struct Plan {
 Plan make_plan(const char* op, const Tensor& x, const std::vector<int>& axes, bool keepdim, bool allow_rkr = false) {
   KDET_CHECK(x.defined(), op, ": undefined tensor");
   KDET_CHECK(is_floating(x.dtype()), op, ": expects an f32 or f64 tensor, got ", x.desc());
-  if (!x.device().is_cpu()) no_kernel(op, x.device());
+  const bool device = !x.device().is_cpu();
+  if (device && !(KDET_CUDA && x.device().is_cuda())) no_kernel(op, x.device());
   const int nd = x.ndim();
   std::vector<bool> red(nd, axes.empty());
   for (int a : axes) {
@@ -40,6 +46,7 @@ Plan make_plan(const char* op, const Tensor& x, const std::vector<int>& axes, bo
     red[d] = true;
   }
   Plan P;
+  P.device = device;
   P.keep = x.shape();
   for (int d = 0; d < nd; ++d) {
     if (red[d]) {
@@ -56,7 +63,7 @@ Plan make_plan(const char* op, const Tensor& x, const std::vector<int>& axes, bo
       if (lo < 0) lo = d;
       hi = d;
     }
-  bool block = x.is_contiguous();
+  bool block = x.is_contiguous() && !device;
   for (int d = std::max(lo, 0); block && lo >= 0 && d <= hi; ++d)
     if (!red[d] && x.shape()[d] != 1) block = false;
   if (lo < 0) {  // nothing of size > 1 is reduced
@@ -66,7 +73,7 @@ Plan make_plan(const char* op, const Tensor& x, const std::vector<int>& axes, bo
     for (int d = 0; d < lo; ++d) P.O *= x.shape()[d];
     for (int d = hi + 1; d < nd; ++d) P.I *= x.shape()[d];
     P.src = x;
-  } else if (allow_rkr && x.is_contiguous() && [&] {
+  } else if (allow_rkr && !device && x.is_contiguous() && [&] {
                std::vector<std::pair<bool, int64_t>> groups;  // (reduced, extent) runs of dims of size > 1
                for (int d = 0; d < nd; ++d) {
                  if (x.shape()[d] == 1) continue;
@@ -224,9 +231,15 @@ void sum_rkr_kernel(const T* p, int64_t A, int64_t B, int64_t C, T* out, double 
 Tensor reduce_sum(const char* op, const Tensor& x, const std::vector<int>& axes, bool keepdim, bool mean) {
   Plan P = make_plan(op, x, axes, keepdim, /*allow_rkr=*/true);
   Tensor out = Tensor::empty(P.keep, x.dtype(), x.device());
+  const double scale = mean ? 1.0 / static_cast<double>(P.R) : 1.0;
+#if KDET_CUDA
+  if (P.device) {
+    cuda::sum_rows(P.src, P.O, P.R, scale, out);
+    return out.view(P.out);
+  }
+#endif
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    const double scale = mean ? 1.0 / static_cast<double>(P.R) : 1.0;
     if (P.rkr) {
       sum_rkr_kernel<T>(P.src.template data<T>(), P.A, P.B, P.C, out.data<T>(), scale);
       return;
@@ -243,6 +256,13 @@ Tensor reduce_extreme(const char* op, const Tensor& x, const std::vector<int>& a
   Tensor out = Tensor::empty(P.keep, x.dtype(), x.device());
   Tensor idx;
   if (indices) idx = Tensor::empty(P.keep, DType::I64, x.device());
+#if KDET_CUDA
+  if (P.device) {
+    cuda::extreme_rows(P.src, P.O, P.R, is_max, out, indices ? &idx : nullptr);
+    if (indices) *indices = idx.view(P.out);
+    return out.view(P.out);
+  }
+#endif
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     int64_t* pi = indices ? idx.data<int64_t>() : nullptr;
@@ -274,6 +294,12 @@ Tensor scatter_to_index(const Tensor& g, const Tensor& idx_keep, const Shape& xs
   for (int d = 0; d < ax; ++d) O *= xs[d];
   for (int d = ax + 1; d < xs.ndim(); ++d) I *= xs[d];
   const Tensor gc = g.contiguous();
+#if KDET_CUDA
+  if (g.device().is_cuda()) {
+    cuda::scatter_to_index(gc, idx_keep.contiguous(), O, R, I, gx);
+    return gx;
+  }
+#endif
   const int64_t* pi = idx_keep.data<int64_t>();
   dispatch_float(g.dtype(), "max_backward", [&](auto tag) {
     using T = decltype(tag);

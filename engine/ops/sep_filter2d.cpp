@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "engine/backend.h"
+#include "engine/ops/conv2d.h"
 #include "engine/ops/cpu_map.h"
 
 namespace kdet {
@@ -62,7 +63,16 @@ namespace ops {
 Tensor sep_filter2d(const Tensor& x, const std::vector<double>& g) {
   check_kernel(g);
   KDET_CHECK(x.ndim() == 4, "sep_filter2d: expects [N, C, H, W], got ", x.desc());
-  if (!x.device().is_cpu()) no_kernel("sep_filter2d", x.device());
+  if (!x.device().is_cpu()) {  // CUDA: the definition, a depthwise conv2d with outer(g, g) (cuDNN)
+    if (!(KDET_CUDA && x.device().is_cuda())) no_kernel("sep_filter2d", x.device());
+    const int64_t C = x.size(1), w = static_cast<int64_t>(g.size());
+    std::vector<double> k(static_cast<size_t>(C * w * w));
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < w; ++i)
+        for (int64_t j = 0; j < w; ++j) k[static_cast<size_t>((c * w + i) * w + j)] = g[i] * g[j];
+    const Tensor wk = Tensor::from_vector(k, Shape{C, 1, w, w}).to(x.dtype()).to(x.device());
+    return conv2d(x, wk, Tensor(), Conv2dArgs::make(1, w / 2, 1, C));
+  }
   const Tensor xc = x.contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   const int64_t P = x.size(0) * x.size(1), H = x.size(2), W = x.size(3), w = static_cast<int64_t>(g.size());

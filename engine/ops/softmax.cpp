@@ -10,6 +10,10 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/unary.h"
 
+#if KDET_CUDA
+#include "engine/ops/softmax_cuda.h"
+#endif
+
 namespace kdet {
 
 namespace {
@@ -25,7 +29,7 @@ Layout layout(const char* op, const Tensor& x, int axis) {
   KDET_CHECK(x.defined(), op, ": undefined tensor");
   KDET_CHECK(is_floating(x.dtype()), op, ": expects an f32 or f64 tensor, got ", x.desc());
   KDET_CHECK(x.ndim() > 0, op, ": needs at least one dimension, got ", x.desc());
-  if (!x.device().is_cpu()) no_kernel(op, x.device());
+  if (!x.device().is_cpu() && !(KDET_CUDA && x.device().is_cuda())) no_kernel(op, x.device());
   Layout L;
   L.ax = normalize_axis(axis, x.ndim(), op);
   L.R = x.shape()[L.ax];
@@ -141,10 +145,15 @@ Tensor forward(Mode mode, const char* op, const Tensor& x, int axis, bool keepdi
   if (mode == Mode::LogSumExp) os[L.ax] = 1;
   Tensor out = Tensor::empty(os, x.dtype(), x.device());
   const Tensor xc = x.contiguous();
-  dispatch_float(x.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    forward_kernel<T>(mode, L, xc.data<T>(), out.data<T>());
-  });
+#if KDET_CUDA
+  if (x.device().is_cuda()) {
+    cuda::softmax_forward(static_cast<int>(mode), xc, L.O, L.R, L.I, out);
+  } else
+#endif
+    dispatch_float(x.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      forward_kernel<T>(mode, L, xc.data<T>(), out.data<T>());
+    });
   if (mode == Mode::LogSumExp && !keepdim) return out.squeeze(L.ax);
   return out;
 }
@@ -156,6 +165,13 @@ Tensor backward(Mode mode, const char* op, const Tensor& g, const Tensor& y, int
              y.desc());
   Tensor dx = Tensor::empty(y.shape(), y.dtype(), y.device());
   const Tensor gc = g.contiguous(), yc = y.contiguous();
+#if KDET_CUDA
+  if (y.device().is_cuda()) {
+    KDET_CHECK(g.device() == y.device(), op, ": gradient ", g.desc(), " for output ", y.desc());
+    cuda::softmax_backward(static_cast<int>(mode), gc, yc, L.O, L.R, L.I, dx);
+    return dx;
+  }
+#endif
   dispatch_float(y.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* pg = gc.data<T>();

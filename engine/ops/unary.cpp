@@ -6,6 +6,7 @@
 #include "engine/backend.h"
 #include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
+#include "engine/ops/unary_cuda.h"  // op codes shared with the CUDA kernels (plain C++)
 
 namespace kdet {
 
@@ -16,9 +17,10 @@ void check_float(const char* op, const Tensor& x) {
   KDET_CHECK(is_floating(x.dtype()), op, ": expects an f32 or f64 tensor, got ", x.desc());
 }
 
-// out[i] = f(x[i]); f is a generic lambda called with T.
+// out[i] = f(x[i]); f is a generic lambda called with T. `code` (+ p0, p1) names the same function for
+// the CUDA backend (engine/ops/unary_cuda.h).
 template <class F>
-Tensor map1(const char* op, const Tensor& x, F f) {
+Tensor map1(const char* op, const Tensor& x, F f, cuda::UnaryOp code, double p0 = 0, double p1 = 0) {
   check_float(op, x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (x.device().is_cpu()) {
@@ -29,14 +31,17 @@ Tensor map1(const char* op, const Tensor& x, F f) {
     return out;
   }
 #if KDET_CUDA
-  // CUDA pointwise kernels: a later issue.
+  if (x.device().is_cuda()) {
+    cuda::unary(code, x, out, p0, p1);
+    return out;
+  }
 #endif
   no_kernel(op, x.device());
 }
 
 // out = f(a, b) with broadcasting; used by the backward closures (g, x) -> dx.
 template <class F>
-Tensor map2(const char* op, const Tensor& a, const Tensor& b, F f) {
+Tensor map2(const char* op, const Tensor& a, const Tensor& b, F f, cuda::UnaryOp code, double p0 = 0, double p1 = 0) {
   check_float(op, a);
   check_float(op, b);
   KDET_CHECK(a.dtype() == b.dtype(), op, ": dtype mismatch ", a.desc(), " vs ", b.desc());
@@ -49,6 +54,12 @@ Tensor map2(const char* op, const Tensor& a, const Tensor& b, F f) {
     });
     return out;
   }
+#if KDET_CUDA
+  if (a.device().is_cuda()) {
+    cuda::unary2(code, a, b, out, p0, p1);
+    return out;
+  }
+#endif
   no_kernel(op, a.device());
 }
 
@@ -56,42 +67,58 @@ Tensor map2(const char* op, const Tensor& a, const Tensor& b, F f) {
 
 namespace ops {
 
-Tensor abs(const Tensor& x) { return map1("abs", x, [](auto v) { return std::abs(v); }); }
-Tensor exp(const Tensor& x) { return map1("exp", x, [](auto v) { return cpu::exp_f32(v); }); }
-Tensor log(const Tensor& x) { return map1("log", x, [](auto v) { return std::log(v); }); }
-Tensor sqrt(const Tensor& x) { return map1("sqrt", x, [](auto v) { return std::sqrt(v); }); }
+Tensor abs(const Tensor& x) { return map1("abs", x, [](auto v) { return std::abs(v); }, cuda::UnaryOp::Abs); }
+Tensor exp(const Tensor& x) { return map1("exp", x, [](auto v) { return cpu::exp_f32(v); }, cuda::UnaryOp::Exp); }
+Tensor log(const Tensor& x) { return map1("log", x, [](auto v) { return std::log(v); }, cuda::UnaryOp::Log); }
+Tensor sqrt(const Tensor& x) { return map1("sqrt", x, [](auto v) { return std::sqrt(v); }, cuda::UnaryOp::Sqrt); }
 Tensor pow(const Tensor& x, double p) {
-  if (p == 2.0) return map1("pow", x, [](auto v) { return v * v; });
-  if (p == 1.0) return map1("pow", x, [](auto v) { return v; });
-  if (p == 0.5) return map1("pow", x, [](auto v) { return std::sqrt(v); });
-  return map1("pow", x, [p](auto v) {
-    using T = decltype(v);
-    return static_cast<T>(std::pow(v, static_cast<T>(p)));
-  });
+  constexpr auto kPow = cuda::UnaryOp::Pow;
+  if (p == 2.0) return map1("pow", x, [](auto v) { return v * v; }, kPow, p);
+  if (p == 1.0) return map1("pow", x, [](auto v) { return v; }, kPow, p);
+  if (p == 0.5) return map1("pow", x, [](auto v) { return std::sqrt(v); }, kPow, p);
+  return map1(
+      "pow", x,
+      [p](auto v) {
+        using T = decltype(v);
+        return static_cast<T>(std::pow(v, static_cast<T>(p)));
+      },
+      kPow, p);
 }
 Tensor clamp(const Tensor& x, double lo, double hi) {
   KDET_CHECK(!(lo > hi), "clamp: lo ", lo, " > hi ", hi, " for ", x.desc());
-  return map1("clamp", x, [lo, hi](auto v) {
-    using T = decltype(v);
-    return std::min(std::max(v, static_cast<T>(lo)), static_cast<T>(hi));
-  });
+  return map1(
+      "clamp", x,
+      [lo, hi](auto v) {
+        using T = decltype(v);
+        return std::min(std::max(v, static_cast<T>(lo)), static_cast<T>(hi));
+      },
+      cuda::UnaryOp::Clamp, lo, hi);
 }
 Tensor clamp_min(const Tensor& x, double lo) {
-  return map1("clamp_min", x, [lo](auto v) { return std::max(v, static_cast<decltype(v)>(lo)); });
+  return map1(
+      "clamp_min", x, [lo](auto v) { return std::max(v, static_cast<decltype(v)>(lo)); }, cuda::UnaryOp::ClampMin,
+      lo);
 }
 Tensor clamp_max(const Tensor& x, double hi) {
-  return map1("clamp_max", x, [hi](auto v) { return std::min(v, static_cast<decltype(v)>(hi)); });
+  return map1(
+      "clamp_max", x, [hi](auto v) { return std::min(v, static_cast<decltype(v)>(hi)); }, cuda::UnaryOp::ClampMax,
+      hi);
 }
-Tensor sigmoid(const Tensor& x) { return map1("sigmoid", x, [](auto v) { return cpu::sigmoid_scalar(v); }); }
+Tensor sigmoid(const Tensor& x) {
+  return map1("sigmoid", x, [](auto v) { return cpu::sigmoid_scalar(v); }, cuda::UnaryOp::Sigmoid);
+}
 Tensor relu(const Tensor& x) {
-  return map1("relu", x, [](auto v) { return v > decltype(v)(0) ? v : decltype(v)(0); });
+  return map1("relu", x, [](auto v) { return v > decltype(v)(0) ? v : decltype(v)(0); }, cuda::UnaryOp::Relu);
 }
-Tensor tanh(const Tensor& x) { return map1("tanh", x, [](auto v) { return std::tanh(v); }); }
+Tensor tanh(const Tensor& x) { return map1("tanh", x, [](auto v) { return std::tanh(v); }, cuda::UnaryOp::Tanh); }
 Tensor sign(const Tensor& x) {
-  return map1("sign", x, [](auto v) {
-    using T = decltype(v);
-    return v > T(0) ? T(1) : (v < T(0) ? T(-1) : T(0));
-  });
+  return map1(
+      "sign", x,
+      [](auto v) {
+        using T = decltype(v);
+        return v > T(0) ? T(1) : (v < T(0) ? T(-1) : T(0));
+      },
+      cuda::UnaryOp::Sign);
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
@@ -102,7 +129,15 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
              ", ", a.desc(), ", ", b.desc());
   Shape s = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
-  if (!a.device().is_cpu()) no_kernel("where", a.device());
+  if (!a.device().is_cpu()) {
+#if KDET_CUDA
+    if (a.device().is_cuda()) {
+      cuda::where(cond, a, b, out);
+      return out;
+    }
+#endif
+    no_kernel("where", a.device());
+  }
   dispatch_all(a.dtype(), "where", [&](auto tag) {
     using T = decltype(tag);
     const bool* pc = cond.data<bool>();
@@ -132,10 +167,13 @@ Tensor where(const Tensor& cond, const Tensor& a, double b) {
 
 Var abs(const Var& x) {
   return record("abs", ops::abs(x.data()), {&x}, [xd = x.data()](const Tensor& g, Grads& gr) {
-    gr.accumulate(0, map2("abs_backward", g, xd, [](auto gv, auto v) {
-                    using T = decltype(v);
-                    return v > T(0) ? gv : (v < T(0) ? -gv : T(0));
-                  }));
+    gr.accumulate(0, map2(
+                         "abs_backward", g, xd,
+                         [](auto gv, auto v) {
+                           using T = decltype(v);
+                           return v > T(0) ? gv : (v < T(0) ? -gv : T(0));
+                         },
+                         cuda::UnaryOp::AbsBackward));
   });
 }
 
@@ -152,7 +190,8 @@ Var log(const Var& x) {
 Var sqrt(const Var& x) {
   Tensor out = ops::sqrt(x.data());
   return record("sqrt", out, {&x}, [out](const Tensor& g, Grads& gr) {
-    gr.accumulate(0, map2("sqrt_backward", g, out, [](auto gv, auto y) { return gv / (y + y); }));
+    gr.accumulate(0, map2("sqrt_backward", g, out, [](auto gv, auto y) { return gv / (y + y); },
+                          cuda::UnaryOp::SqrtBackward));
   });
 }
 
@@ -162,63 +201,80 @@ Var pow(const Var& x, double p) {
       gr.accumulate(0, Tensor::zeros(xd.shape(), xd.dtype(), xd.device()));
       return;
     }
-    gr.accumulate(0, map2("pow_backward", g, xd, [p](auto gv, auto v) {
-                    using T = decltype(v);
-                    if (p == 1.0) return gv;
-                    if (p == 2.0) return gv * T(2) * v;
-                    return static_cast<T>(gv * static_cast<T>(p) * std::pow(v, static_cast<T>(p - 1.0)));
-                  }));
+    gr.accumulate(0, map2(
+                         "pow_backward", g, xd,
+                         [p](auto gv, auto v) {
+                           using T = decltype(v);
+                           if (p == 1.0) return gv;
+                           if (p == 2.0) return gv * T(2) * v;
+                           return static_cast<T>(gv * static_cast<T>(p) * std::pow(v, static_cast<T>(p - 1.0)));
+                         },
+                         cuda::UnaryOp::PowBackward, p));
   });
 }
 
 Var clamp(const Var& x, double lo, double hi) {
   return record("clamp", ops::clamp(x.data(), lo, hi), {&x}, [xd = x.data(), lo, hi](const Tensor& g, Grads& gr) {
-    gr.accumulate(0, map2("clamp_backward", g, xd, [lo, hi](auto gv, auto v) {
-                    using T = decltype(v);
-                    return (v >= static_cast<T>(lo) && v <= static_cast<T>(hi)) ? gv : T(0);
-                  }));
+    gr.accumulate(0, map2(
+                         "clamp_backward", g, xd,
+                         [lo, hi](auto gv, auto v) {
+                           using T = decltype(v);
+                           return (v >= static_cast<T>(lo) && v <= static_cast<T>(hi)) ? gv : T(0);
+                         },
+                         cuda::UnaryOp::ClampBackward, lo, hi));
   });
 }
 
 Var clamp_min(const Var& x, double lo) {
   return record("clamp_min", ops::clamp_min(x.data(), lo), {&x}, [xd = x.data(), lo](const Tensor& g, Grads& gr) {
-    gr.accumulate(0, map2("clamp_min_backward", g, xd, [lo](auto gv, auto v) {
-                    using T = decltype(v);
-                    return v >= static_cast<T>(lo) ? gv : T(0);
-                  }));
+    gr.accumulate(0, map2(
+                         "clamp_min_backward", g, xd,
+                         [lo](auto gv, auto v) {
+                           using T = decltype(v);
+                           return v >= static_cast<T>(lo) ? gv : T(0);
+                         },
+                         cuda::UnaryOp::ClampMinBackward, lo));
   });
 }
 
 Var clamp_max(const Var& x, double hi) {
   return record("clamp_max", ops::clamp_max(x.data(), hi), {&x}, [xd = x.data(), hi](const Tensor& g, Grads& gr) {
-    gr.accumulate(0, map2("clamp_max_backward", g, xd, [hi](auto gv, auto v) {
-                    using T = decltype(v);
-                    return v <= static_cast<T>(hi) ? gv : T(0);
-                  }));
+    gr.accumulate(0, map2(
+                         "clamp_max_backward", g, xd,
+                         [hi](auto gv, auto v) {
+                           using T = decltype(v);
+                           return v <= static_cast<T>(hi) ? gv : T(0);
+                         },
+                         cuda::UnaryOp::ClampMaxBackward, hi));
   });
 }
 
 Var sigmoid(const Var& x) {
   Tensor out = ops::sigmoid(x.data());
   return record("sigmoid", out, {&x}, [out](const Tensor& g, Grads& gr) {
-    gr.accumulate(0, map2("sigmoid_backward", g, out, [](auto gv, auto y) { return gv * y * (decltype(y)(1) - y); }));
+    gr.accumulate(0, map2("sigmoid_backward", g, out, [](auto gv, auto y) { return gv * y * (decltype(y)(1) - y); },
+                          cuda::UnaryOp::SigmoidBackward));
   });
 }
 
 Var relu(const Var& x) {
   Tensor out = ops::relu(x.data());
   return record("relu", out, {&x}, [out](const Tensor& g, Grads& gr) {
-    gr.accumulate(0, map2("relu_backward", g, out, [](auto gv, auto y) {
-                    using T = decltype(y);
-                    return y > T(0) ? gv : T(0);
-                  }));
+    gr.accumulate(0, map2(
+                         "relu_backward", g, out,
+                         [](auto gv, auto y) {
+                           using T = decltype(y);
+                           return y > T(0) ? gv : T(0);
+                         },
+                         cuda::UnaryOp::ReluBackward));
   });
 }
 
 Var tanh(const Var& x) {
   Tensor out = ops::tanh(x.data());
   return record("tanh", out, {&x}, [out](const Tensor& g, Grads& gr) {
-    gr.accumulate(0, map2("tanh_backward", g, out, [](auto gv, auto y) { return gv * (decltype(y)(1) - y * y); }));
+    gr.accumulate(0, map2("tanh_backward", g, out, [](auto gv, auto y) { return gv * (decltype(y)(1) - y * y); },
+                          cuda::UnaryOp::TanhBackward));
   });
 }
 
