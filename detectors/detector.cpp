@@ -12,6 +12,7 @@ const std::vector<Var>& DetectorTaps::of(TapKind k) const {
     case TapKind::BboxPred: return head.bbox_preds;
     case TapKind::ClsFeat: return head.cls_feats;
     case TapKind::RegFeat: return head.reg_feats;
+    case TapKind::NeckConv: return neck_conv;
   }
   KDET_FAIL("DetectorTaps::of: unknown tap kind ", static_cast<int>(k));
 }

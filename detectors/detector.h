@@ -38,8 +38,11 @@ struct DenseHeadOutputs {
   size_t num_levels() const { return cls_scores.size(); }
 };
 
-// What the distillation losses may tap, by kind and level ("neck.3", "cls_score.0", ...).
-enum class TapKind { Backbone, Neck, ClsScore, BboxPred, ClsFeat, RegFeat };
+// What the distillation losses may tap, by kind and level ("neck.3", "cls_score.0", ...). NeckConv
+// ("neck_conv.i") is the output of neck.fpn_convs.{i}.conv, the tap point of the mmdet-based KD code
+// (specs/kd_losses.md §0); it equals Neck unless the FPN has a norm (RepPoints' GN neck). Levels and
+// channels of NeckConv are those of Neck.
+enum class TapKind { Backbone, Neck, ClsScore, BboxPred, ClsFeat, RegFeat, NeckConv };
 
 struct DetectorTaps {
   std::vector<Var> backbone;

@@ -116,7 +116,8 @@ int64_t RepPointsDetector::tap_channels(TapKind k, int64_t level) const {
              tap_levels(k), " levels of this kind)");
   switch (k) {
     case TapKind::Backbone: return cfg_.neck.in_channels[static_cast<size_t>(level)];
-    case TapKind::Neck: return cfg_.neck.out_channels;
+    case TapKind::Neck:
+    case TapKind::NeckConv: return cfg_.neck.out_channels;
     case TapKind::ClsScore: return cfg_.head.num_classes;
     case TapKind::BboxPred: return 2 * cfg_.head.num_points;
     case TapKind::ClsFeat:

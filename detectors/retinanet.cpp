@@ -110,7 +110,8 @@ int64_t RetinaNet::tap_channels(TapKind k, int64_t level) const {
   const int64_t A = head_->num_anchors();
   switch (k) {
     case TapKind::Backbone: return cfg_.neck.in_channels[static_cast<size_t>(level)];
-    case TapKind::Neck: return cfg_.neck.out_channels;
+    case TapKind::Neck:
+    case TapKind::NeckConv: return cfg_.neck.out_channels;
     case TapKind::ClsScore: return A * cfg_.head.num_classes;
     case TapKind::BboxPred: return A * 4;
     case TapKind::ClsFeat:

@@ -71,10 +71,13 @@ std::vector<std::string> kd_component_names(KdMethod m) {
 namespace {
 const std::vector<std::pair<std::string, TapKind>>& tap_table() {
   static const std::vector<std::pair<std::string, TapKind>> t = {
-      {"backbone", TapKind::Backbone}, {"neck", TapKind::Neck},         {"cls_score", TapKind::ClsScore},
-      {"bbox_pred", TapKind::BboxPred}, {"cls_feat", TapKind::ClsFeat}, {"reg_feat", TapKind::RegFeat}};
+      {"backbone", TapKind::Backbone}, {"neck", TapKind::Neck},         {"neck_conv", TapKind::NeckConv},
+      {"cls_score", TapKind::ClsScore}, {"bbox_pred", TapKind::BboxPred}, {"cls_feat", TapKind::ClsFeat},
+      {"reg_feat", TapKind::RegFeat}};
   return t;
 }
+// NeckConv taps have the levels and channels of the FPN outputs.
+TapKind shape_kind(TapKind k) { return k == TapKind::NeckConv ? TapKind::Neck : k; }
 }  // namespace
 
 TapRef parse_tap(const std::string& name) {
@@ -100,18 +103,31 @@ const Var& tap_value(const DetectorTaps& t, const TapRef& r) {
 
 // ---- config --------------------------------------------------------------------------------------
 
-DistillConfig DistillConfig::defaults(KdMethod m) {
+DistillConfig DistillConfig::defaults(KdMethod m, const std::string& student_arch, const std::string& teacher_arch) {
   DistillConfig c;
   c.method = m;
   // §1d RetinaNet row (FGDConfig defaults), §2d RetinaNet row (MGDConfig defaults), §3b/§4b (one-stage),
   // §5 λ_ssim = 1, §6 weights (FBKDConfig defaults), §7 β = 0.1, §8a mmrazor L2Loss(normalize=False).
-  c.inherit = m == KdMethod::FGD || m == KdMethod::MGD || m == KdMethod::AMD || m == KdMethod::DMKD;
+  const bool two_stage = student_arch == "faster_rcnn" || student_arch == "cascade_rcnn";
+  if (student_arch == "reppoints") {  // §1d RepPoints row
+    c.fgd.alpha_fgd = 1.6e-3, c.fgd.beta_fgd = 8e-4, c.fgd.gamma_fgd = 8e-4, c.fgd.lambda_fgd = 8e-6;
+  } else if (two_stage) {  // §1d Faster/Cascade rows; §2d, §3b, §4b Cascade -> Faster
+    c.fgd.alpha_fgd = 5e-5, c.fgd.beta_fgd = 2.5e-5, c.fgd.gamma_fgd = 5e-5, c.fgd.lambda_fgd = 5e-7;
+    c.mgd.alpha_mgd = 5e-7, c.mgd.lambda_mgd = 0.45;
+    c.amd.alpha = 5e-7, c.amd.mask_ratio = 0.45;
+    c.dmkd.alpha = 5e-7, c.dmkd.spatial_ratio = c.dmkd.channel_ratio = 0.45;
+  }
+  // The inheriting strategy needs the same neck and heads: on for same-family pairs (§0: off for
+  // Cascade -> Faster).
+  c.inherit = (m == KdMethod::FGD || m == KdMethod::MGD || m == KdMethod::AMD || m == KdMethod::DMKD) &&
+              student_arch == teacher_arch;
   return c;
 }
 
 DistillConfig DistillConfig::from_config(const Config& c, const std::string& sec) {
   auto k = [&](const char* n) { return sec + "." + n; };
-  DistillConfig d = defaults(parse_kd_method(c.get_string(k("method"))));
+  DistillConfig d = defaults(parse_kd_method(c.get_string(k("method"))), c.get_string("model.type", "retinanet"),
+                             c.get_string("teacher.type", "retinanet"));
   if (c.has(k("taps"))) d.taps = c.get_strings(k("taps"));
   if (c.has(k("teacher_taps"))) d.teacher_taps = c.get_strings(k("teacher_taps"));
   d.inherit = c.get_bool(k("inherit"), d.inherit);
@@ -198,24 +214,28 @@ Distiller::Distiller(std::unique_ptr<Detector> teacher, std::unique_ptr<Detector
   const char* mname = kd_method_name(cfg_.method);
   const Detector &sc = *student_, &tc = *teacher_;
   // Default taps: every FPN level (logit KD: every level's classification logits).
+  // Default taps: the outputs of neck.fpn_convs.{i}.conv (§0): every FPN level of a one-stage detector
+  // (P3-P7), P2-P5 of a two-stage one (its max-pooled P6 is not distilled); logit KD: every level's
+  // classification logits.
   std::vector<std::string> sn = cfg_.taps;
   if (sn.empty()) {
     const bool logit = cfg_.method == KdMethod::LogitKD;
-    const int64_t L = sc.tap_levels(logit ? TapKind::ClsScore : TapKind::Neck);
-    for (int64_t i = 0; i < L; ++i) sn.push_back((logit ? "cls_score." : "neck.") + std::to_string(i));
+    int64_t L = sc.tap_levels(logit ? TapKind::ClsScore : TapKind::Neck);
+    if (!logit && sc.two_stage()) L -= 1;
+    for (int64_t i = 0; i < L; ++i) sn.push_back((logit ? "cls_score." : "neck_conv.") + std::to_string(i));
   }
   std::vector<std::string> tn = cfg_.teacher_taps.empty() ? sn : cfg_.teacher_taps;
   KDET_CHECK(sn.size() == tn.size(), "Distiller (", mname, "): ", sn.size(), " student taps but ", tn.size(),
              " teacher taps");
   for (size_t i = 0; i < sn.size(); ++i) {
     TapRef s = parse_tap(sn[i]), t = parse_tap(tn[i]);
-    KDET_CHECK(s.level < sc.tap_levels(s.kind), "Distiller: student tap '", s.name, "' does not exist (the student has ",
-               sc.tap_levels(s.kind), " levels of that kind)");
-    KDET_CHECK(t.level < tc.tap_levels(t.kind), "Distiller: teacher tap '", t.name, "' does not exist (the teacher has ",
-               tc.tap_levels(t.kind), " levels of that kind)");
+    KDET_CHECK(s.level < sc.tap_levels(shape_kind(s.kind)), "Distiller: student tap '", s.name, "' does not exist (the student has ",
+               sc.tap_levels(shape_kind(s.kind)), " levels of that kind)");
+    KDET_CHECK(t.level < tc.tap_levels(shape_kind(t.kind)), "Distiller: teacher tap '", t.name, "' does not exist (the teacher has ",
+               tc.tap_levels(shape_kind(t.kind)), " levels of that kind)");
     s_taps_.push_back(s);
     t_taps_.push_back(t);
-    channels_.emplace_back(sc.tap_channels(s.kind, s.level), tc.tap_channels(t.kind, t.level));
+    channels_.emplace_back(sc.tap_channels(shape_kind(s.kind), s.level), tc.tap_channels(shape_kind(t.kind), t.level));
   }
   cfg_.taps = sn;
   cfg_.teacher_taps = tn;

@@ -10,7 +10,8 @@
 // * The teacher is a separate detector object (never a child of the student or of the KD module):
 //   eval mode for good (train() never touches it), every parameter requires_grad = false, and its
 //   forward runs under a NoGradGuard, so its taps are constants with no graph behind them.
-// * Taps are named "<kind>.<level>": neck.i (FPN outputs = neck.fpn_convs.i.conv), backbone.i (the
+// * Taps are named "<kind>.<level>": neck_conv.i (outputs of neck.fpn_convs.i.conv: the default, the
+//   official hook point), neck.i (FPN outputs; = neck_conv.i unless the FPN has a norm), backbone.i (the
 //   backbone's out_indices outputs), cls_score.i / bbox_pred.i (head logits / deltas), cls_feat.i /
 //   reg_feat.i (head tower outputs). They are resolved against the detector configs when the
 //   Distiller is built: an unknown name or a level out of range is an error, and so is a channel
@@ -100,7 +101,11 @@ struct DistillConfig {
 
   // The spec's defaults for `method` on RetinaNet (kd_losses.md §1d, §2d, §3b, §4b, §5, §6, §7, §8):
   // loss weights, temperatures, mask ratios, and inherit = true for fgd/mgd/amd/dmkd.
-  static DistillConfig defaults(KdMethod m);
+  // Two-stage students (faster_rcnn, cascade_rcnn) get the Faster/Cascade rows (FGD 5e-5/2.5e-5/5e-5/5e-7,
+  // MGD/AMD/DMKD α 5e-7 and mask ratio 0.45), RepPoints the RepPoints FGD row (1.6e-3/8e-4/8e-4/8e-6);
+  // inherit only when teacher and student are the same kind of detector.
+  static DistillConfig defaults(KdMethod m, const std::string& student_arch = "retinanet",
+                                const std::string& teacher_arch = "retinanet");
   // [section] keys (every key optional except method; keys of other methods are left unread, so
   // Config::check_all_used reports them): method, taps, teacher_taps, inherit, seed, and per method
   //   fgd: temp alpha_fgd beta_fgd gamma_fgd lambda_fgd box_ref(img|pad)

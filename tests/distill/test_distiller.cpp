@@ -280,7 +280,27 @@ TEST_CASE("distiller: unknown tap / method, channel mismatch, tap mapping, confi
   {
     const std::string e = error_of([] { make(KdMethod::FBKD, 32, 16); });
     CHECK(e.find("channel mismatch") != std::string::npos);
-    CHECK(e.find("neck.0: student 16 channels, teacher neck.0: 32") != std::string::npos);
+    CHECK(e.find("neck_conv.0: student 16 channels, teacher neck_conv.0: 32") != std::string::npos);
+  }
+  {
+    // Default taps: the outputs of neck.fpn_convs.{i}.conv on every level (one-stage), the same tensors as
+    // the FPN outputs for RetinaNet.
+    Distiller d(tiny(18, 8, 16, 1), tiny(18, 8, 16, 2), DistillConfig::defaults(KdMethod::MGD));
+    REQUIRE(d.config().taps.size() == 5);
+    CHECK(d.config().taps[0] == "neck_conv.0");
+    CHECK(d.config().taps[4] == "neck_conv.4");
+    // Per-detector defaults (kd_losses.md §1d/§2d): two-stage and RepPoints rows; inherit only within a family.
+    const DistillConfig fr = DistillConfig::defaults(KdMethod::FGD, "faster_rcnn", "cascade_rcnn");
+    CHECK(fr.fgd.alpha_fgd == doctest::Approx(5e-5));
+    CHECK(fr.fgd.lambda_fgd == doctest::Approx(5e-7));
+    CHECK_FALSE(fr.inherit);
+    const DistillConfig mg = DistillConfig::defaults(KdMethod::MGD, "faster_rcnn", "faster_rcnn");
+    CHECK(mg.mgd.alpha_mgd == doctest::Approx(5e-7));
+    CHECK(mg.mgd.lambda_mgd == doctest::Approx(0.45));
+    CHECK(mg.inherit);
+    const DistillConfig rp = DistillConfig::defaults(KdMethod::FGD, "reppoints", "reppoints");
+    CHECK(rp.fgd.alpha_fgd == doctest::Approx(1.6e-3));
+    CHECK(rp.inherit);
   }
   {
     // Explicit taps: head tower features and logits.
