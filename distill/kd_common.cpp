@@ -31,34 +31,57 @@ namespace {
 
 constexpr int64_t kChanBlocks = 8;  // fixed channel blocks per image: partial sums independent of threads
 
-// sp [N, HW] = mean_c |f| (when sp), ch [N, C] = mean_hw |f| (when ch), f contiguous [N, C, HW].
+// Means of f contiguous [N, C, HW], each computed only when its output is non-null:
+//   asp [N, HW] = mean_c |f|,  ach [N, C] = mean_hw |f|,  ssp [N, HW] = mean_c f,  sch [N, C] = mean_hw f.
+// One pass over f. Fixed summation orders (8 interleaved lanes along a plane; fixed channel blocks whose
+// partial rows are added in order), so every output is the same whichever other outputs are asked for,
+// and independent of the thread count.
 template <class T>
-void abs_means_cpu(const T* f, int64_t N, int64_t C, int64_t HW, T* sp, T* ch) {
-  const int64_t B = std::min(C, kChanBlocks);
-  std::vector<double> part(sp ? N * B * HW : 0);
+void plane_stats_cpu(const T* f, int64_t N, int64_t C, int64_t HW, T* asp, T* ach, T* ssp, T* sch) {
+  const int64_t B = std::min(C, kChanBlocks), R = N * B * HW;
+  Tensor part_t = Tensor::empty({std::max<int64_t>(1, ((asp != nullptr) + (ssp != nullptr)) * R)}, DType::F64);
+  double* pa = asp ? part_t.data<double>() : nullptr;  // caching allocator: no page faults per call
+  double* ps = ssp ? part_t.data<double>() + (asp ? R : 0) : nullptr;
+  auto lane_sum = [HW](const T* x, auto&& val) {
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t p = 0;
+    for (; p + 8 <= HW; p += 8)
+      for (int j = 0; j < 8; ++j) lane[j] += val(x[p + j]);
+    for (int j = 0; p + j < HW; ++j) lane[j] += val(x[p + j]);
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  };
+  auto absd = [](T v) { return std::abs(static_cast<double>(v)); };
+  auto idd = [](T v) { return static_cast<double>(v); };
 #pragma omp parallel for schedule(static) if (N * C * HW > cpu::kParallelGrain)
   for (int64_t nb = 0; nb < N * B; ++nb) {
     const int64_t n = nb / B, b = nb % B, c0 = C * b / B, c1 = C * (b + 1) / B;
-    double* ps = sp ? part.data() + nb * HW : nullptr;
-    if (ps) std::fill(ps, ps + HW, 0.0);
+    double* ra = pa ? pa + nb * HW : nullptr;
+    double* rs = ps ? ps + nb * HW : nullptr;
+    if (ra) std::fill(ra, ra + HW, 0.0);
+    if (rs) std::fill(rs, rs + HW, 0.0);
     for (int64_t c = c0; c < c1; ++c) {
       const T* x = f + (n * C + c) * HW;
-      double acc = 0;
-      for (int64_t p = 0; p < HW; ++p) {
-        const double v = std::abs(static_cast<double>(x[p]));
-        acc += v;
-        if (ps) ps[p] += v;
+      if (ach) ach[n * C + c] = static_cast<T>(lane_sum(x, absd) / static_cast<double>(HW));
+      if (sch) sch[n * C + c] = static_cast<T>(lane_sum(x, idd) / static_cast<double>(HW));
+      if (ra) {
+#pragma omp simd
+        for (int64_t q = 0; q < HW; ++q) ra[q] += std::abs(static_cast<double>(x[q]));
       }
-      if (ch) ch[n * C + c] = static_cast<T>(acc / static_cast<double>(HW));
+      if (rs) {
+#pragma omp simd
+        for (int64_t q = 0; q < HW; ++q) rs[q] += static_cast<double>(x[q]);
+      }
     }
   }
-  if (sp)
+  for (auto [part, out] : {std::pair<double*, T*>{pa, asp}, std::pair<double*, T*>{ps, ssp}}) {
+    if (!out) continue;
     for (int64_t n = 0; n < N; ++n)
       for (int64_t p = 0; p < HW; ++p) {
         double acc = 0;
         for (int64_t b = 0; b < B; ++b) acc += part[(n * B + b) * HW + p];
-        sp[n * HW + p] = static_cast<T>(acc / static_cast<double>(C));
+        out[n * HW + p] = static_cast<T>(acc / static_cast<double>(C));
       }
+  }
 }
 
 // {sp, ch} (each only when asked for) of f [N, C, H, W].
@@ -71,7 +94,8 @@ std::pair<Tensor, Tensor> abs_means_impl(const Tensor& f, bool want_sp, bool wan
   Tensor ch = want_ch ? Tensor::empty({N, C}, f.dtype()) : Tensor();
   dispatch_float(f.dtype(), who, [&](auto tag) {
     using T = decltype(tag);
-    abs_means_cpu<T>(fc.data<T>(), N, C, H * W, want_sp ? sp.data<T>() : nullptr, want_ch ? ch.data<T>() : nullptr);
+    plane_stats_cpu<T>(fc.data<T>(), N, C, H * W, want_sp ? sp.data<T>() : nullptr, want_ch ? ch.data<T>() : nullptr,
+                       nullptr, nullptr);
   });
   return {sp, ch};
 }
@@ -131,10 +155,57 @@ Var abs_mean_spatial(const Var& f) {
 
 std::pair<Tensor, Tensor> abs_means(const Tensor& f) { return abs_means_impl(f, true, true, "kd_abs_means"); }
 
-std::pair<Tensor, Tensor> attention_maps(const Tensor& f, double tau_s, double tau_c) {
+std::pair<Var, Var> signed_means(const Var& f, std::pair<Tensor, Tensor>* abs_out) {
+  KDET_CHECK(f.ndim() == 4 && f.device().is_cpu(), "kd_signed_means: expects a CPU [N, C, H, W] input, got ",
+             f.data().desc());
+  const Tensor fc = f.data().contiguous();
+  const int64_t N = f.size(0), C = f.size(1), H = f.size(2), W = f.size(3), HW = H * W;
+  Tensor packed = Tensor::empty({N, C + HW}, f.dtype());  // [mean_hw f | mean_c f] per image
+  Tensor sch = Tensor::empty({N, C}, f.dtype()), ssp = Tensor::empty({N, HW}, f.dtype());
+  Tensor asp = abs_out ? Tensor::empty({N, H, W}, f.dtype()) : Tensor();
+  Tensor ach = abs_out ? Tensor::empty({N, C}, f.dtype()) : Tensor();
+  dispatch_float(f.dtype(), "kd_signed_means", [&](auto tag) {
+    using T = decltype(tag);
+    plane_stats_cpu<T>(fc.data<T>(), N, C, HW, abs_out ? asp.data<T>() : nullptr, abs_out ? ach.data<T>() : nullptr,
+                       ssp.data<T>(), sch.data<T>());
+    T* pk = packed.data<T>();
+    for (int64_t n = 0; n < N; ++n) {
+      std::copy_n(sch.data<T>() + n * C, C, pk + n * (C + HW));
+      std::copy_n(ssp.data<T>() + n * HW, HW, pk + n * (C + HW) + C);
+    }
+  });
+  if (abs_out) *abs_out = {asp, ach};
+  Var all = record("kd_signed_means", packed, {&f}, [shape = f.shape()](const Tensor& g, Grads& gr) {
+    const int64_t N = shape[0], C = shape[1], HW = shape[2] * shape[3];
+    const Tensor gc = g.contiguous();
+    Tensor dx = Tensor::empty(shape, g.dtype());
+    dispatch_float(g.dtype(), "kd_signed_means backward", [&](auto tag) {
+      using T = decltype(tag);
+      const T* pg = gc.data<T>();
+      T* pd = dx.data<T>();
+      const T ic = T(1) / static_cast<T>(C), ihw = T(1) / static_cast<T>(HW);
+#pragma omp parallel for schedule(static) if (N * C * HW > cpu::kParallelGrain)
+      for (int64_t nc = 0; nc < N * C; ++nc) {
+        const T* gi = pg + (nc / C) * (C + HW);
+        const T a = gi[nc % C] * ihw;
+        const T* gp = gi + C;
+        T* d = pd + nc * HW;
+#pragma omp simd
+        for (int64_t p = 0; p < HW; ++p) d[p] = a + gp[p] * ic;
+      }
+    });
+    gr.accumulate(0, dx);
+  });
+  return {slice(all, 1, 0, C), reshape(slice(all, 1, C, C + HW), {N, 1, H, W})};
+}
+
+std::pair<Tensor, Tensor> attention_from_abs_means(const std::pair<Tensor, Tensor>& m, double tau_s, double tau_c) {
   NoGradGuard ng;
-  auto [sp, ch] = abs_means(f);
-  return {spatial_from_mean(Var(sp), tau_s).data(), channel_from_mean(Var(ch), tau_c).data()};
+  return {spatial_from_mean(Var(m.first), tau_s).data(), channel_from_mean(Var(m.second), tau_c).data()};
+}
+
+std::pair<Tensor, Tensor> attention_maps(const Tensor& f, double tau_s, double tau_c) {
+  return attention_from_abs_means(abs_means(f), tau_s, tau_c);
 }
 
 Var spatial_attention(const Var& f, double tau) {
@@ -186,26 +257,45 @@ SqGeom sq_geom(const Tensor& a, const Tensor& b, const Tensor& w, const Tensor& 
   return g;
 }
 
+// The combined weight of plane (n, c) along p: row[p] = Π_k w_k[n, c, p] (the weights are constants).
+template <class T, class R>
+void sq_weight_row(const T* const* w, const SqGeom& g, int64_t n, int64_t c, R* row) {
+  std::fill(row, row + g.L, R(1));
+  for (int k = 0; k < g.nw; ++k) {
+    const T* wk = w[k] + n * g.wn[k] + c * g.wc[k];
+    for (int64_t p = 0; p < g.L; ++p) row[p] *= static_cast<R>(wk[p * g.wp[k]]);
+  }
+}
+
 // Per-image sums [N] (double).
 template <class T>
 std::vector<double> sq_dist_cpu(const T* a, const T* b, const T* const* w, const SqGeom& g) {
   std::vector<double> part(g.N * g.C);
-#pragma omp parallel for schedule(static) if (g.N * g.C * g.L > cpu::kParallelGrain)
-  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
-    const int64_t n = nc / g.C, c = nc % g.C;
-    const T* x = a + nc * g.L;
-    const T* y = b + nc * g.L;
-    const T* w0 = g.nw > 0 ? w[0] + n * g.wn[0] + c * g.wc[0] : nullptr;
-    const T* w1 = g.nw > 1 ? w[1] + n * g.wn[1] + c * g.wc[1] : nullptr;
-    double acc = 0;
-    for (int64_t p = 0; p < g.L; ++p) {
-      const double d = static_cast<double>(x[p]) - static_cast<double>(y[p]);
-      double v = d * d;
-      if (w0) v *= static_cast<double>(w0[p * g.wp[0]]);
-      if (w1) v *= static_cast<double>(w1[p * g.wp[1]]);
-      acc += v;
+#pragma omp parallel if (g.N * g.C * g.L > cpu::kParallelGrain)
+  {
+    std::vector<double> row(g.nw > 0 ? g.L : 0);
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+      const T* x = a + nc * g.L;
+      const T* y = b + nc * g.L;
+      double acc = 0;
+      if (g.nw > 0) {
+        sq_weight_row(w, g, nc / g.C, nc % g.C, row.data());
+        const double* r = row.data();
+#pragma omp simd reduction(+ : acc)
+        for (int64_t p = 0; p < g.L; ++p) {
+          const double d = static_cast<double>(x[p]) - static_cast<double>(y[p]);
+          acc += r[p] * (d * d);
+        }
+      } else {
+#pragma omp simd reduction(+ : acc)
+        for (int64_t p = 0; p < g.L; ++p) {
+          const double d = static_cast<double>(x[p]) - static_cast<double>(y[p]);
+          acc += d * d;
+        }
+      }
+      part[nc] = acc;
     }
-    part[nc] = acc;
   }
   std::vector<double> per(g.N, 0.0);
   for (int64_t nc = 0; nc < g.N * g.C; ++nc) per[nc / g.C] += part[nc];
@@ -216,22 +306,34 @@ std::vector<double> sq_dist_cpu(const T* a, const T* b, const T* const* w, const
 template <class T>
 void sq_dist_backward_cpu(const T* a, const T* b, const T* const* w, const SqGeom& g, const std::vector<double>& gs,
                           T* da, T* db) {
-#pragma omp parallel for schedule(static) if (g.N * g.C * g.L > cpu::kParallelGrain)
-  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
-    const int64_t n = nc / g.C, c = nc % g.C;
-    const T s = static_cast<T>(2.0 * gs[n]);
-    const T* x = a + nc * g.L;
-    const T* y = b + nc * g.L;
-    const T* w0 = g.nw > 0 ? w[0] + n * g.wn[0] + c * g.wc[0] : nullptr;
-    const T* w1 = g.nw > 1 ? w[1] + n * g.wn[1] + c * g.wc[1] : nullptr;
-    T* pa = da ? da + nc * g.L : nullptr;
-    T* pb = db ? db + nc * g.L : nullptr;
-    for (int64_t p = 0; p < g.L; ++p) {
-      T v = s * (x[p] - y[p]);
-      if (w0) v *= w0[p * g.wp[0]];
-      if (w1) v *= w1[p * g.wp[1]];
-      if (pa) pa[p] = v;
-      if (pb) pb[p] = -v;
+#pragma omp parallel if (g.N * g.C * g.L > cpu::kParallelGrain)
+  {
+    std::vector<T> row(g.L);
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+      const T s = static_cast<T>(2.0 * gs[nc / g.C]);
+      const T* x = a + nc * g.L;
+      const T* y = b + nc * g.L;
+      T* r = row.data();
+      if (g.nw > 0) {
+        sq_weight_row(w, g, nc / g.C, nc % g.C, r);
+#pragma omp simd
+        for (int64_t p = 0; p < g.L; ++p) r[p] *= s;
+      } else {
+        std::fill(r, r + g.L, s);
+      }
+      T* pa = da ? da + nc * g.L : (db ? db + nc * g.L : nullptr);  // where the first write goes
+      if (!pa) continue;
+#pragma omp simd
+      for (int64_t p = 0; p < g.L; ++p) pa[p] = r[p] * (x[p] - y[p]);
+      if (da && db) {
+        T* pb = db + nc * g.L;
+#pragma omp simd
+        for (int64_t p = 0; p < g.L; ++p) pb[p] = -pa[p];
+      } else if (db) {
+#pragma omp simd
+        for (int64_t p = 0; p < g.L; ++p) pa[p] = -pa[p];
+      }
     }
   }
 }

@@ -53,9 +53,16 @@ Var abs_mean_spatial(const Var& f);
 // Both means of a constant f in one pass over f: {mean_c |f| [N, H, W], mean_{hw} |f| [N, C]} (the same
 // values as the two ops above, bit for bit).
 std::pair<Tensor, Tensor> abs_means(const Tensor& f);
+// The signed means {mean_hw f [N, C], mean_c f [N, 1, H, W]} of f [N, C, H, W] in one pass (one op
+// "kd_signed_means" whose two outputs are slices of one [N, C + H·W] result; backward in one pass:
+// dx = g_c/(H·W) + g_p/C). With abs_out, the same pass also gives abs_means(f) (constants).
+std::pair<Var, Var> signed_means(const Var& f, std::pair<Tensor, Tensor>* abs_out = nullptr);
 // A^S(f;τ_s) [N, H, W] and A^C(f;τ_c) [N, C] of a constant f (one pass over f), = spatial_attention /
 // channel_attention of f bit for bit.
 std::pair<Tensor, Tensor> attention_maps(const Tensor& f, double tau_s, double tau_c);
+// The same from precomputed abs_means(f).
+std::pair<Tensor, Tensor> attention_from_abs_means(const std::pair<Tensor, Tensor>& abs_means, double tau_s,
+                                                   double tau_c);
 // Σ w·w2·(a − b)² over all elements (a 0-d result), or per image ([N] when per_image). a, b [N, ...] of
 // one shape (either may be a constant); w, w2 undefined (all ones) or constants of a's shape, or for 4-D
 // a of shape [N, 1, H, W] or [N, C, 1, 1] (so a spatial × channel weight needs no full-size product).

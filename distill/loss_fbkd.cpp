@@ -46,28 +46,30 @@ struct NlSaved {
   Tensor A;    // [N, I, I] = g·φᵀ/M
 };
 
-// Max-pool of the k×k windows (stride k, floor) of rows [R, H·W] -> [R, M] + argmax; first maximum on ties,
-// NaN wins (torch CPU).
+// Max-pool of the k×k windows (stride k, floor) of rows [R, H·W] -> [R, M] + argmax, scanning each
+// window row by row like torch's CPU kernel: a value replaces the maximum when it is larger or NaN (so
+// the first maximum wins ties). Branch-free over the windows of one output row.
 template <class T>
 void pool_rows(const T* src, T* dst, int64_t* arg, int64_t R, int64_t H, int64_t W, int64_t k) {
   const int64_t Ho = H / k, Wo = W / k, M = Ho * Wo;
   for (int64_t r = 0; r < R; ++r)
-    for (int64_t oh = 0; oh < Ho; ++oh)
-      for (int64_t ow = 0; ow < Wo; ++ow) {
-        int64_t best = (oh * k) * W + ow * k;
-        T bv = src[r * H * W + best];
-        for (int64_t a = 0; a < k; ++a)
-          for (int64_t b = 0; b < k; ++b) {
-            const int64_t p = (oh * k + a) * W + ow * k + b;
-            const T v = src[r * H * W + p];
-            if (v > bv || std::isnan(v)) {
-              if (std::isnan(bv)) continue;
-              bv = v, best = p;
-            }
+    for (int64_t oh = 0; oh < Ho; ++oh) {
+      const T* row0 = src + r * H * W + oh * k * W;
+      T* bv = dst + r * M + oh * Wo;
+      int64_t* bi = arg + r * M + oh * Wo;
+      for (int64_t ow = 0; ow < Wo; ++ow) bv[ow] = row0[ow * k], bi[ow] = oh * k * W + ow * k;
+      for (int64_t a = 0; a < k; ++a)
+        for (int64_t b = a == 0 ? 1 : 0; b < k; ++b) {
+          const T* q = row0 + a * W + b;
+          const int64_t p0 = (oh * k + a) * W + b;
+          for (int64_t ow = 0; ow < Wo; ++ow) {
+            const T v = q[ow * k];
+            const bool take = v > bv[ow] || v != v;
+            bv[ow] = take ? v : bv[ow];
+            bi[ow] = take ? p0 + ow * k : bi[ow];
           }
-        dst[r * M + oh * Wo + ow] = bv;
-        arg[r * M + oh * Wo + ow] = best;
-      }
+        }
+    }
 }
 
 // Stacked [θ; φ; g] weight [3I, C] and bias [3I] of the three 1×1 convs.
@@ -105,14 +107,16 @@ Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, con
   Tensor y = Tensor::empty({N, I, H, W}, x.dtype());
   dispatch_float(x.dtype(), "kd_nonlocal_attention", [&](auto tag) {
     using T = decltype(tag);
-    std::vector<T> wcat(3 * I * C), bcat(3 * I);
-    stack_weights<T>(wb, I, C, wcat.data(), bcat.data());
+    Tensor wct = Tensor::empty({3 * I, C}, x.dtype());
+    std::vector<T> bcat(3 * I);
+    T* wcat = wct.data<T>();
+    stack_weights<T>(wb, I, C, wcat, bcat.data());
     for (int64_t n = 0; n < N; ++n) {
       T* Y = S->Y.data<T>() + n * 3 * I * HW;
       T* P = S->P.data<T>() + n * 2 * I * M;
       T* A = S->A.data<T>() + n * I * I;
       for (int64_t r = 0; r < 3 * I; ++r) std::fill(Y + r * HW, Y + (r + 1) * HW, bcat[r]);
-      gemm(false, false, 3 * I, HW, C, T(1), wcat.data(), C, xc.data<T>() + n * C * HW, HW, T(1), Y, HW);
+      gemm(false, false, 3 * I, HW, C, T(1), wcat, C, xc.data<T>() + n * C * HW, HW, T(1), Y, HW);
       if (k == 1) {
         std::copy_n(Y + I * HW, 2 * I * HW, P);
         int64_t* ip = S->idx.data<int64_t>() + n * 2 * I * M;
@@ -138,34 +142,39 @@ Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, con
                   std::vector<double> db(3 * I, 0.0);
                   dispatch_float(xc.dtype(), "kd_nonlocal_attention backward", [&](auto tag) {
                     using T = decltype(tag);
-                    std::vector<T> wcat(3 * I * C), bcat(3 * I), dY(3 * I * HW), dA(I * I);
-                    stack_weights<T>(wb, I, C, wcat.data(), bcat.data());
+                    // scratch from the caching allocator (std::vectors this size are page-faulted per call)
+                    Tensor bufs[2] = {Tensor::empty({3 * I, C}, xc.dtype()), Tensor::empty({3 * I, HW}, xc.dtype())};
+                    T* wcat = bufs[0].data<T>();
+                    T* dY = bufs[1].data<T>();
+                    std::vector<T> bcat(3 * I), dA(I * I), dP(2 * I * M);
+                    stack_weights<T>(wb, I, C, wcat, bcat.data());
                     for (int64_t n = 0; n < N; ++n) {
                       const T* dy = gc.data<T>() + n * I * HW;
                       const T* Y = S->Y.data<T>() + n * 3 * I * HW;
                       const T* P = S->P.data<T>() + n * 2 * I * M;
                       const T* A = S->A.data<T>() + n * I * I;
                       const int64_t* ip = S->idx.data<int64_t>() + n * 2 * I * M;
-                      gemm(true, false, I, HW, I, T(1), A, I, dy, HW, T(0), dY.data(), HW);    // dθ = Aᵀ·dy
+                      gemm(true, false, I, HW, I, T(1), A, I, dy, HW, T(0), dY, HW);    // dθ = Aᵀ·dy
                       gemm(false, true, I, I, HW, T(1), dy, HW, Y, HW, T(0), dA.data(), I);    // dA = dy·θᵀ
-                      std::vector<T> dP(2 * I * M);
                       const T invM = T(1) / static_cast<T>(M);
                       gemm(true, false, I, M, I, invM, dA.data(), I, P + I * M, M, T(0), dP.data(), M);  // dφ = dAᵀ·g/M
                       gemm(false, false, I, M, I, invM, dA.data(), I, P, M, T(0), dP.data() + I * M, M);  // dg = dA·φ/M
-                      std::fill(dY.begin() + I * HW, dY.end(), T(0));
+                      std::fill(dY + I * HW, dY + 3 * I * HW, T(0));
                       for (int64_t r = 0; r < 2 * I; ++r)  // pooled gradients to the argmax
                         for (int64_t m = 0; m < M; ++m) dY[(I + r) * HW + ip[r * M + m]] += dP[r * M + m];
                       if (want_w) {
-                        gemm(false, true, 3 * I, C, HW, T(1), dY.data(), HW, xc.data<T>() + n * C * HW, HW, T(1),
+                        gemm(false, true, 3 * I, C, HW, T(1), dY, HW, xc.data<T>() + n * C * HW, HW, T(1),
                              dw.data<T>(), C);
                         for (int64_t r = 0; r < 3 * I; ++r) {
                           double acc = 0;
-                          for (int64_t p = 0; p < HW; ++p) acc += static_cast<double>(dY[r * HW + p]);
+                          const T* d = dY + r * HW;
+#pragma omp simd reduction(+ : acc)
+                          for (int64_t p = 0; p < HW; ++p) acc += static_cast<double>(d[p]);
                           db[r] += acc;
                         }
                       }
                       if (gx.defined())
-                        gemm(true, false, C, HW, 3 * I, T(1), wcat.data(), C, dY.data(), HW, T(0),
+                        gemm(true, false, C, HW, 3 * I, T(1), wcat, C, dY, HW, T(0),
                              gx.data<T>() + n * C * HW, HW);
                     }
                   });
@@ -233,22 +242,27 @@ KdResult FBKDLoss::run(const std::vector<Var>& S, const std::vector<Tensor>& T, 
     const int64_t H = T[i].size(2), W = T[i].size(3);
     const Var& s = S[i];
     const Var t(T[i]);
-    Tensor ms, mc;
+    // One pass over each feature map for its signed means (GAP, channel mean) and |·| means (attention).
+    std::pair<Tensor, Tensor> s_abs, t_abs;
+    auto [s_gap, s_chm] = signed_means(s, &s_abs);
+    Tensor ms, mc, t_gap, t_chm;
     {
       NoGradGuard ng;
-      const auto [ast, act] = attention_maps(T[i], cfg_.temp_s, cfg_.temp_c);
-      const auto [ass, acs] = attention_maps(s.data(), cfg_.temp_s, cfg_.temp_c);
+      auto [tg, tc] = signed_means(t, &t_abs);
+      t_gap = tg.data(), t_chm = tc.data();
+      const auto [ast, act] = attention_from_abs_means(t_abs, cfg_.temp_s, cfg_.temp_c);
+      const auto [ass, acs] = attention_from_abs_means(s_abs, cfg_.temp_s, cfg_.temp_c);
       ms = ((Var(ast) + Var(ass) * r) / (1.0 + r)).data().reshape({N, 1, H, W});
       mc = ((Var(act) + Var(acs) * r) / (1.0 + r)).data().reshape({N, C, 1, 1});
     }
     Var fa = L.adaptation->forward(s);
-    Var gap = L.channel_adapt->forward(mean(s, {2, 3}));                  // [N, C]
-    Var spa = L.spatial_adapt->forward(mean(s, {1}, true));               // [N, 1, H, W]
+    Var gap = L.channel_adapt->forward(s_gap);  // [N, C]
+    Var spa = L.spatial_adapt->forward(s_chm);  // [N, 1, H, W]
     Var nl_s = L.student_nl->forward(s);
     Var nl_sa = L.nl_adapt->forward(nl_s);
     Var nl_t = L.teacher_nl->forward(t);
-    Var l[4] = {root(fa, t, ms, cfg_.use_channel_mask ? mc : Tensor()), root(gap, Var(ops::mean(T[i], {2, 3}))),
-                root(spa, Var(ops::mean(T[i], {1}, true))), root(nl_sa, nl_t)};
+    Var l[4] = {root(fa, t, ms, cfg_.use_channel_mask ? mc : Tensor()), root(gap, Var(t_gap)), root(spa, Var(t_chm)),
+                root(nl_sa, nl_t)};
     for (int k = 0; k < 4; ++k) {
       Var c = contribution(l[k]);
       acc[k] = acc[k].defined() ? acc[k] + c : c;

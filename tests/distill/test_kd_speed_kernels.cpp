@@ -198,6 +198,20 @@ TEST_CASE("kd speed kernels: fused |f| means, attention maps and Σ w·(a − b)
     check_close(as, kd::spatial_attention(Var(f), 0.5).data(), 0, 0, "attention_maps spatial");
     check_close(ac, kd::channel_attention(Var(f), 0.7).data(), 0, 0, "attention_maps channel");
 
+    // signed means (GAP and channel mean) in one op, with the |·| means of the same pass
+    for (int which = 0; which < 2; ++which)
+      same_values_and_grads(
+          [which](const std::vector<Var>& v) {
+            auto [gap, chm] = kd::signed_means(v[0]);
+            return which == 0 ? gap : chm;
+          },
+          [which](const std::vector<Var>& v) { return which == 0 ? mean(v[0], {2, 3}) : mean(v[0], {1}, true); }, {f},
+          rt, at, "signed_means");
+    std::pair<Tensor, Tensor> am;
+    kd::signed_means(Var(f), &am);
+    check_close(am.first, sp, 0, 0, "signed_means abs sp");
+    check_close(am.second, ch, 0, 0, "signed_means abs ch");
+
     // Σ w·w2·(a − b)² for every weight layout, summed or per image, both inputs differentiable
     const Shape s{2, 3, 4, 5};
     const Tensor wf = rnd(s, 22, 0.1, 1.0).to(dt), wsp = rnd({2, 1, 4, 5}, 23, 0.1, 1.0).to(dt),
@@ -223,6 +237,10 @@ TEST_CASE("kd speed kernels: fused |f| means, attention maps and Σ w·(a − b)
   }
   CHECK(gradcheck([](const std::vector<Var>& v) { return kd::abs_mean_channels(v[0]); }, {rnd({2, 3, 2, 3}, 31)}));
   CHECK(gradcheck([](const std::vector<Var>& v) { return kd::abs_mean_spatial(v[0]); }, {rnd({2, 3, 2, 3}, 32)}));
+  CHECK(gradcheck([](const std::vector<Var>& v) {
+    auto [gap, chm] = kd::signed_means(v[0]);
+    return sum(gap * gap) + sum(chm * chm * chm);
+  }, {rnd({2, 3, 2, 3}, 37)}));
   CHECK(gradcheck([](const std::vector<Var>& v) {
     return kd::sq_dist_sum(v[0], v[1], rnd({2, 1, 2, 3}, 33, 0.1, 1.0), true, rnd({2, 3, 1, 1}, 34, 0.1, 1.0));
   }, {rnd({2, 3, 2, 3}, 35), rnd({2, 3, 2, 3}, 36)}));
