@@ -1,8 +1,8 @@
 // bench/kdet_bench.cpp — `make bench`: this machine's FP32 peak, SGEMM and conv2d throughput, and the
 // same shapes in PyTorch (bench/torch_peers.py, when /usr/bin/python3 has torch) in the same run.
 //
-//   build/kdet_bench [--reps N] [--warmup N] [--no-torch] [--only conv|detector|dcn|all|case,case] [--python PATH]
-//                    [--no-detector] [--no-dcn] [--detector-size N] [--detector-reps N] [--detector-warmup N] ...
+//   build/kdet_bench [--reps N] [--warmup N] [--no-torch] [--only conv|detector|dcn|roi|all|case,case] [--python PATH]
+//                    [--no-detector] [--no-dcn] [--no-roi] [--detector-size N] [--detector-reps N] [--detector-warmup N] ...
 //
 // Sections: "conv" (this file), "detector" (bench/bench_detector.cpp: RetinaNet R18/R50-FPN train step and
 // inference, each case in its own process for peak RSS) and "dcn" (bench/bench_dcn.cpp: deformable conv beside
@@ -40,6 +40,7 @@
 #include "engine/random.h"
 #include "bench/bench_cuda.h"
 #include "bench/bench_dcn.h"
+#include "bench/bench_roi.h"
 #include "bench/bench_detector.h"
 #include "bench/bench_util.h"
 
@@ -287,7 +288,7 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows up line by line when redirected
   int reps = 9, warmup = 2;
   double wait_s = 20;
-  bool torch = true, conv = true, detector = true, dcn = true;
+  bool torch = true, conv = true, detector = true, dcn = true, roi = true;
   std::string only, python = "/usr/bin/python3", det_case;
   DetectorBenchOptions dopt;
   CudaBenchOptions copt;
@@ -302,6 +303,7 @@ int main(int argc, char** argv) {
     else if (a == "--wait-idle" && i + 1 < argc) wait_s = std::atof(argv[++i]);
     else if (a == "--no-detector") detector = false;
     else if (a == "--no-dcn") dcn = false;
+    else if (a == "--no-roi") roi = false;
     else if (a == "--detector-size" && i + 1 < argc) dopt.size = std::atoi(argv[++i]);
     else if (a == "--detector-reps" && i + 1 < argc) dopt.reps = std::atoi(argv[++i]);
     else if (a == "--detector-warmup" && i + 1 < argc) dopt.warmup = std::atoi(argv[++i]);
@@ -327,8 +329,9 @@ int main(int argc, char** argv) {
           "       kdet_bench --cuda [--cuda-depth 50] [--cuda-size 800x1333] [--cuda-batch 2] [--cuda-reps 20]\n"
           "                  [--cuda-warmup 5] [--cuda-tf32] [--cuda-benchmark] [--no-torch] [--python PATH]\n"
           "                  (GPU RetinaNet training step beside bench/torch_retinanet_gpu.py)\n"
-          "  --only: conv | detector | dcn | all, or conv2d case names (a,b; implies conv only); --no-dcn skips the\n"
-          "  deformable-conv section (bench/bench_dcn.cpp, beside torchvision.ops.deform_conv2d)\n");
+          "  --only: conv | detector | dcn | roi | all, or conv2d case names (a,b; implies conv only); --no-dcn skips\n"
+          "  the deformable-conv section (bench/bench_dcn.cpp, beside torchvision.ops.deform_conv2d), --no-roi the\n"
+          "  RoIAlign section (bench/bench_roi.cpp, beside torchvision.ops.roi_align)\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -346,18 +349,20 @@ int main(int argc, char** argv) {
     {
       std::stringstream ss(only);
       std::string t;
-      bool sections = false, cases = false, want_conv = false, want_det = false, want_dcn = false;
+      bool sections = false, cases = false, want_conv = false, want_det = false, want_dcn = false, want_roi = false;
       while (std::getline(ss, t, ',')) {
         if (t == "conv") sections = want_conv = true;
         else if (t == "detector") sections = want_det = true;
         else if (t == "dcn") sections = want_dcn = true;
-        else if (t == "all") sections = want_conv = want_det = want_dcn = true;
+        else if (t == "roi") sections = want_roi = true;
+        else if (t == "all") sections = want_conv = want_det = want_dcn = want_roi = true;
         else if (!t.empty()) cases = true, sel.insert(t);
       }
       if (sections || cases) {
         conv = want_conv || cases;
         detector = detector && want_det;
         dcn = dcn && want_dcn;
+        roi = roi && want_roi;
       }
     }
     const std::string conv_only = [&] {
@@ -380,6 +385,12 @@ int main(int argc, char** argv) {
       DcnBenchOptions o;
       o.torch = torch, o.python = python, o.wait_s = wait_s;
       run_dcn_section(o);
+    }
+    if (roi) {
+      if (conv || detector || dcn) std::printf("\n");
+      RoiBenchOptions o;
+      o.torch = torch, o.python = python, o.wait_s = wait_s;
+      run_roi_section(o);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kdet_bench: %s\n", e.what());
