@@ -55,6 +55,7 @@ TwoStageConfig TwoStageConfig::from_config(const Config& c, const std::string& s
   r.backbone.base_channels = c.get_int(k("base_channels"), 64);
   r.backbone.frozen_stages = static_cast<int>(c.get_int(k("frozen_stages"), 1));
   r.backbone.norm_eval = c.get_bool(k("norm_eval"), true);
+  resnet_dcn_from_config(c, sec, r.backbone);  // dcn none|dcn|dcnv2, stage_with_dcn (the dconv_c3-c5 Cascade teachers)
   r.neck.out_channels = c.get_int(k("neck_channels"), 256);
   r.sync_channels();
   r.rpn.feat_channels = c.get_int(k("rpn_feat_channels"), r.neck.out_channels);
@@ -225,7 +226,8 @@ int64_t TwoStageDetector::tap_channels(TapKind k, int64_t level) const {
   const int64_t A = rpn_->num_anchors();
   switch (k) {
     case TapKind::Backbone: return cfg_.neck.in_channels[static_cast<size_t>(level)];
-    case TapKind::Neck: return cfg_.neck.out_channels;
+    case TapKind::Neck:
+    case TapKind::NeckConv: return cfg_.neck.out_channels;
     case TapKind::ClsScore: return A;
     case TapKind::BboxPred: return A * 4;
     case TapKind::ClsFeat:

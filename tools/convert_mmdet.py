@@ -31,7 +31,7 @@ def extract_state_dict(ckpt):
     return sd, meta
 
 
-def convert(src, dst, strip_prefix=None, verbose=True):
+def convert(src, dst, strip_prefix=None, verbose=True, drop_prefixes=()):
     import torch
     from safetensors.torch import save_file
 
@@ -40,13 +40,16 @@ def convert(src, dst, strip_prefix=None, verbose=True):
     except Exception as e:  # noqa: BLE001 - report any unpickling problem with the file name
         raise SystemExit("convert_mmdet: cannot load %s: %s" % (src, e))
     sd, meta = extract_state_dict(ckpt)
-    tensors, skipped = {}, []
+    tensors, skipped, dropped = {}, [], 0
     for k, v in sd.items():
         if not torch.is_tensor(v):
             skipped.append(k)
             continue
         if k.startswith("module."):
             k = k[len("module."):]
+        if any(k.startswith(p) for p in drop_prefixes):
+            dropped += 1
+            continue
         if strip_prefix and k.startswith(strip_prefix):
             k = k[len(strip_prefix):]
         if k in tensors:
@@ -62,8 +65,9 @@ def convert(src, dst, strip_prefix=None, verbose=True):
     save_file(tensors, tmp, metadata=metadata)
     os.replace(tmp, dst)
     if verbose:
-        print("convert_mmdet: %d tensors -> %s%s" % (len(tensors), dst,
-              (" (skipped non-tensor entries: %s)" % ", ".join(skipped[:5])) if skipped else ""))
+        print("convert_mmdet: %d tensors -> %s%s%s" % (len(tensors), dst,
+              (" (skipped non-tensor entries: %s)" % ", ".join(skipped[:5])) if skipped else "",
+              (" (dropped %d tensors under %s)" % (dropped, ", ".join(drop_prefixes))) if dropped else ""))
     return tensors, metadata
 
 
@@ -72,11 +76,14 @@ def main(argv=None):
     ap.add_argument("src", help="input .pth")
     ap.add_argument("dst", help="output .safetensors")
     ap.add_argument("--strip-prefix", default=None, help="remove this prefix from every key (e.g. 'backbone.')")
+    ap.add_argument("--drop-prefix", action="append", default=[],
+                    help="leave out every key starting with this (repeatable), e.g. 'roi_head.mask_' to use a "
+                         "Cascade Mask R-CNN checkpoint as a box-only cascade_rcnn teacher")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if not os.path.exists(a.src):
         raise SystemExit("convert_mmdet: %s: no such file" % a.src)
-    convert(a.src, a.dst, a.strip_prefix, not a.quiet)
+    convert(a.src, a.dst, a.strip_prefix, not a.quiet, tuple(a.drop_prefix))
     return 0
 
 

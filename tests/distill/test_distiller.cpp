@@ -17,7 +17,9 @@
 #include "data/image.h"
 #include "detectors/build.h"
 #include "distill/distiller.h"
+#include "detectors/reppoints.h"
 #include "detectors/retinanet.h"
+#include "detectors/two_stage.h"
 #include "engine/ops/reduce.h"
 #include "engine/optim.h"
 #include "engine/safetensors.h"
@@ -370,8 +372,9 @@ TEST_CASE("distiller: configs/kd_*.cfg parse, every key is read, taps resolve, d
     const std::string name = e.path().filename().string();
     if (name.rfind("kd_", 0) != 0 || name.find("teacher") != std::string::npos) continue;
     CAPTURE(name);
-    ++n;
     Config c = Config::load(e.path().string());
+    if (c.get_string("model.type", "retinanet") != "retinanet") continue;  // next test case
+    ++n;
     const DistillConfig dc = DistillConfig::from_config(c);
     const RetinaNetConfig sc = RetinaNetConfig::from_config(c, "model"), tc = RetinaNetConfig::from_config(c, "teacher");
     CHECK(c.get_string("teacher.type") == "retinanet");
@@ -510,4 +513,47 @@ TEST_CASE("distiller: teacher-side KD modules learn only through their own term 
   CHECK(teacher_side_grad(KdMethod::FGD, true, ".gc_t.") == 0.0);
   CHECK(teacher_side_grad(KdMethod::FBKD, false, ".teacher_nl.") > 0);
   CHECK(teacher_side_grad(KdMethod::FBKD, true, ".teacher_nl.") == 0.0);
+}
+
+TEST_CASE("distiller: KD configs for two-stage and RepPoints pairs (Cascade-X101-DCN -> Faster-R50, RepPoints-X101-DCN -> R50)") {
+  namespace fs = std::filesystem;
+  if (!fs::exists("configs")) {
+    MESSAGE("configs/ not found (run from the repository root): skipped");
+    return;
+  }
+  int n = 0;
+  for (const auto& e : fs::directory_iterator("configs")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("kd_", 0) != 0) continue;
+    Config c = Config::load(e.path().string());
+    const std::string st = c.get_string("model.type", "retinanet"), tt = c.get_string("teacher.type", "retinanet");
+    if (st == "retinanet" && tt == "retinanet") continue;
+    CAPTURE(name);
+    ++n;
+    const DistillConfig dc = DistillConfig::from_config(c);
+    // Every [model] / [teacher] key is one the detector reads (unknown keys would be errors).
+    for (const char* sec : {"model", "teacher"}) {
+      const std::string t = c.get_string(std::string(sec) + ".type");
+      if (t == "reppoints") (void)RepPointsConfig::from_config(c, sec);
+      else (void)TwoStageConfig::from_config(c, sec);
+    }
+    for (const char* sec : {"data", "train"})
+      for (const auto& k : c.keys(sec)) (void)c.get_string(std::string(sec) + "." + k);
+    CHECK_NOTHROW(c.check_all_used());
+    CHECK(!dc.teacher_weights.empty());
+    for (const auto& t : dc.taps) CHECK(parse_tap(t).kind == TapKind::NeckConv);
+    if (st == "reppoints") {
+      CHECK(dc.taps.size() == 5);  // P3-P7
+      CHECK(dc.inherit);
+      if (dc.method == KdMethod::FGD) CHECK(dc.fgd.alpha_fgd == doctest::Approx(1.6e-3));
+    } else {
+      CHECK(dc.taps.size() == 4);  // P2-P5
+      CHECK_FALSE(dc.inherit);     // Cascade -> Faster: different heads
+      if (dc.method == KdMethod::FGD) CHECK(dc.fgd.alpha_fgd == doctest::Approx(5e-5));
+      if (dc.method == KdMethod::MGD) CHECK(dc.mgd.lambda_mgd == doctest::Approx(0.45));
+      const TwoStageConfig tc = TwoStageConfig::from_config(c, "teacher");
+      CHECK(tc.backbone.dcn == ResNetCfg::Dcn::DCN);
+    }
+  }
+  CHECK(n >= 4);
 }
