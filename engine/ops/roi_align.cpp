@@ -11,6 +11,10 @@
 
 #include "engine/backend.h"
 
+#if KDET_CUDA
+#include "engine/ops/roi_align_cuda.h"
+#endif
+
 namespace kdet {
 
 namespace {
@@ -137,6 +141,78 @@ bool use_channels_last(int64_t samples, int64_t N, int64_t C, int64_t H, int64_t
   return C >= 8 && samples * 4 >= N * H * W;
 }
 
+#if KDET_CUDA
+// CUDA: every RoI's samples come from roi_geometry on the host (the CPU's arithmetic) and are uploaded
+// flat; the kernels of engine/ops/roi_align_cuda.h only gather and scatter with them.
+template <class T>
+cuda::RoISamples upload_samples(const std::vector<RoIGeom<T>>& geo, Device d) {
+  const int64_t K = static_cast<int64_t>(geo.size());
+  int64_t S = 0;
+  for (const auto& g : geo) S += static_cast<int64_t>(g.samples.size());
+  std::vector<int64_t> idx(static_cast<size_t>(S * 4)), roi(static_cast<size_t>(K * 3));
+  std::vector<T> w(static_cast<size_t>(S * 4)), cnt(static_cast<size_t>(K));
+  int64_t at = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const RoIGeom<T>& g = geo[k];
+    roi[k * 3] = g.batch;
+    roi[k * 3 + 1] = at;
+    roi[k * 3 + 2] = std::max<int64_t>(g.grid_h, 0) * std::max<int64_t>(g.grid_w, 0);
+    cnt[k] = g.count;
+    for (const Sample<T>& sm : g.samples) {
+      const int64_t p[4] = {sm.p1, sm.p2, sm.p3, sm.p4};
+      const T ws[4] = {sm.w1, sm.w2, sm.w3, sm.w4};
+      for (int j = 0; j < 4; ++j) {
+        idx[at * 4 + j] = p[j];
+        w[at * 4 + j] = ws[j];
+      }
+      ++at;
+    }
+  }
+  return {Tensor::from_vector(idx, Shape{S, 4}).to(d), Tensor::from_vector(w, Shape{S, 4}).to(d),
+          Tensor::from_vector(roi, Shape{K, 3}).to(d), Tensor::from_vector(cnt, Shape{K}).to(d)};
+}
+
+Tensor roi_align_cuda(const Tensor& feat, const Tensor& rois, const RoIAlignArgs& a) {
+  const int64_t N = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), K = rois.size(0);
+  Tensor out = Tensor::zeros({K, C, a.out_h, a.out_w}, feat.dtype(), feat.device());
+  if (K == 0 || C == 0) return out;
+  KDET_CHECK(H > 0 && W > 0 && H * W < (int64_t{1} << 31), "roi_align: bad feature map size ", feat.desc());
+  const Tensor rh = rois.to(Device::cpu()).contiguous();
+  dispatch_float(feat.dtype(), "roi_align", [&](auto tag) {
+    using T = decltype(tag);
+    validate_batch_indices("roi_align", rh.data<T>(), K, N);
+    std::vector<RoIGeom<T>> geo;
+    all_geometry(rh.data<T>(), K, H, W, a, geo);
+    cuda::roi_align_forward(feat.contiguous(), upload_samples(geo, feat.device()), a.out_h * a.out_w, out);
+  });
+  return out;
+}
+
+Tensor roi_align_backward_cuda(const Tensor& grad_out, const Tensor& rois, const Shape& fs, const RoIAlignArgs& a) {
+  const int64_t N = fs[0], C = fs[1], H = fs[2], W = fs[3], K = rois.size(0);
+  Tensor gx = Tensor::zeros(fs, grad_out.dtype(), grad_out.device());
+  if (K == 0 || N * C * H * W == 0) return gx;
+  KDET_CHECK(H * W < (int64_t{1} << 31), "roi_align_backward: feature map ", fs, " too large");
+  const Tensor rh = rois.to(Device::cpu()).contiguous();
+  dispatch_float(grad_out.dtype(), "roi_align_backward", [&](auto tag) {
+    using T = decltype(tag);
+    validate_batch_indices("roi_align_backward", rh.data<T>(), K, N);
+    std::vector<RoIGeom<T>> geo;
+    all_geometry(rh.data<T>(), K, H, W, a, geo);
+    std::vector<int64_t> order, ranges(static_cast<size_t>(N + 1), 0);  // RoIs grouped by image, input order
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t k = 0; k < K; ++k)
+        if (geo[k].batch == n) order.push_back(k);
+      ranges[n + 1] = static_cast<int64_t>(order.size());
+    }
+    const Device d = grad_out.device();
+    cuda::roi_align_backward(grad_out.contiguous(), upload_samples(geo, d), Tensor::from_vector(order, Shape{K}).to(d),
+                             Tensor::from_vector(ranges, Shape{N + 1}).to(d), a.out_h * a.out_w, gx);
+  });
+  return gx;
+}
+#endif
+
 }  // namespace
 
 namespace ops {
@@ -146,7 +222,12 @@ Tensor roi_align(const Tensor& feat, const Tensor& rois, const RoIAlignArgs& a) 
   check_args("roi_align", rois, feat.dtype(), a);
   KDET_CHECK(feat.device() == rois.device(), "roi_align: features ", feat.desc(), " and rois ", rois.desc(),
              " are on different devices");
-  if (!feat.device().is_cpu()) no_kernel("roi_align", feat.device());  // KDET_CUDA: roi_align_cuda.cu
+  if (!feat.device().is_cpu()) {
+#if KDET_CUDA
+    if (feat.device().is_cuda()) return roi_align_cuda(feat, rois, a);
+#endif
+    no_kernel("roi_align", feat.device());
+  }
   const int64_t N = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), K = rois.size(0);
   Tensor out = Tensor::zeros({K, C, a.out_h, a.out_w}, feat.dtype());
   if (K == 0 || C == 0) return out;
@@ -217,7 +298,16 @@ Tensor roi_align_backward(const Tensor& grad_out, const Tensor& rois, const Shap
   KDET_CHECK(grad_out.shape() == Shape({K, C, a.out_h, a.out_w}), "roi_align_backward: grad ", grad_out.desc(),
              " does not match rois ", rois.desc(), " and features ", fs, " (expected [", K, ", ", C, ", ", a.out_h,
              ", ", a.out_w, "])");
-  if (!grad_out.device().is_cpu()) no_kernel("roi_align_backward", grad_out.device());
+  if (!grad_out.device().is_cpu()) {
+#if KDET_CUDA
+    if (grad_out.device().is_cuda()) {
+      KDET_CHECK(rois.device() == grad_out.device(), "roi_align_backward: rois ", rois.desc(), " and grad ",
+                 grad_out.desc(), " are on different devices");
+      return roi_align_backward_cuda(grad_out, rois, fs, a);
+    }
+#endif
+    no_kernel("roi_align_backward", grad_out.device());
+  }
   Tensor gx = Tensor::zeros(fs, grad_out.dtype());
   if (K == 0 || N * C * H * W == 0) return gx;
   KDET_CHECK(H * W < (int64_t{1} << 31), "roi_align_backward: feature map ", fs, " too large");

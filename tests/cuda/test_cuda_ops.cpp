@@ -15,6 +15,7 @@
 
 #include "engine/functional.h"
 #include "engine/ops/masked_conv2d.h"
+#include "engine/ops/roi_align.h"
 #include "engine/ops/sep_filter2d.h"
 #include "engine/optim.h"
 #include "tests/gradcheck.h"
@@ -673,6 +674,29 @@ TEST_CASE("[cuda] KD ops: masked_conv2d (dense conv of x ⊙ m on the GPU) and s
              [&](const V& v) { return masked_conv2d(v[0], mc.to(v[0].device()), v[1], Var(), a); }, {x, w}, t);
   const std::vector<double> g{0.1, 0.2, 0.4, 0.2, 0.1};
   compare_op("sep_filter2d", [&](const V& v) { return sep_filter2d(v[0], g); }, {x}, {1e-5, 1e-6, 1e-5, 1e-6});
+}
+
+TEST_CASE("[cuda] roi_align forward and backward (host-computed samples, deterministic scatter)") {
+  KDET_REQUIRE_GPU();
+  using V = std::vector<Var>;
+  const Tensor feat = rndf({2, 5, 12, 15}, 241);
+  std::vector<float> r;
+  Generator g(242);
+  for (int k = 0; k < 7; ++k) {  // (batch, x1, y1, x2, y2) in image coordinates (scale 1/4), one past the border
+    const float x1 = static_cast<float>(g.uniform(-8, 50)), y1 = static_cast<float>(g.uniform(-8, 40));
+    r.insert(r.end(), {static_cast<float>(k % 2), x1, y1, x1 + static_cast<float>(g.uniform(2, 30)),
+                       y1 + static_cast<float>(g.uniform(2, 25))});
+  }
+  const Tensor rois = Tensor::from_vector(r, {7, 5});
+  for (int variant = 0; variant < 3; ++variant) {
+    RoIAlignArgs a;
+    a.out_h = 3, a.out_w = 4, a.spatial_scale = 0.25;
+    a.sampling_ratio = variant == 1 ? 2 : 0;
+    a.aligned = variant != 2;
+    compare_op("roi_align variant " + std::to_string(variant),
+               [&](const V& v) { return roi_align(v[0], rois.to(v[0].device()), a); }, {feat},
+               {1e-6, 1e-6, 1e-6, 1e-6});
+  }
 }
 
 namespace {
