@@ -4,6 +4,8 @@
 #include <cmath>
 #include <memory>
 
+#include <omp.h>
+
 #include "engine/gemm.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/matmul.h"
@@ -37,6 +39,11 @@ void NonLocalBlock::init_weights(Generator& g) {
 }
 
 namespace {
+
+// Images in parallel (one thread each, single-threaded GEMMs: one fork/join per call, which matters on a
+// loaded machine) when there are at least two and more threads; every per-image result is the same
+// either way, so the output does not depend on the thread count.
+bool images_in_parallel(int64_t N) { return N > 1 && !omp_in_parallel() && omp_get_max_threads() > 1; }
 
 // Forward state of nonlocal_attention kept for the backward.
 struct NlSaved {
@@ -111,6 +118,9 @@ Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, con
     std::vector<T> bcat(3 * I);
     T* wcat = wct.data<T>();
     stack_weights<T>(wb, I, C, wcat, bcat.data());
+    // Images in parallel with single-threaded GEMMs (one fork/join) when there are enough of them;
+    // otherwise in order with threaded GEMMs. Same results either way.
+#pragma omp parallel for schedule(static) if (images_in_parallel(N))
     for (int64_t n = 0; n < N; ++n) {
       T* Y = S->Y.data<T>() + n * 3 * I * HW;
       T* P = S->P.data<T>() + n * 2 * I * M;
@@ -142,13 +152,20 @@ Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, con
                   std::vector<double> db(3 * I, 0.0);
                   dispatch_float(xc.dtype(), "kd_nonlocal_attention backward", [&](auto tag) {
                     using T = decltype(tag);
-                    // scratch from the caching allocator (std::vectors this size are page-faulted per call)
-                    Tensor bufs[2] = {Tensor::empty({3 * I, C}, xc.dtype()), Tensor::empty({3 * I, HW}, xc.dtype())};
+                    const bool par = images_in_parallel(N);
+                    const int nbuf = par ? omp_get_max_threads() : 1;
+                    // scratch from the caching allocator (std::vectors this size are page-faulted per call);
+                    // per-image weight/bias gradient partials, added in image order below
+                    Tensor bufs[3] = {Tensor::empty({3 * I, C}, xc.dtype()), Tensor::empty({nbuf, 3 * I, HW}, xc.dtype()),
+                                      Tensor::empty({N, 3 * I, C}, xc.dtype())};
                     T* wcat = bufs[0].data<T>();
-                    T* dY = bufs[1].data<T>();
-                    std::vector<T> bcat(3 * I), dA(I * I), dP(2 * I * M);
+                    std::vector<T> bcat(3 * I);
+                    std::vector<double> dbn(N * 3 * I, 0.0);
                     stack_weights<T>(wb, I, C, wcat, bcat.data());
+#pragma omp parallel for schedule(static) num_threads(nbuf) if (par)
                     for (int64_t n = 0; n < N; ++n) {
+                      T* dY = bufs[1].data<T>() + (par ? omp_get_thread_num() : 0) * 3 * I * HW;
+                      std::vector<T> dA(I * I), dP(2 * I * M);
                       const T* dy = gc.data<T>() + n * I * HW;
                       const T* Y = S->Y.data<T>() + n * 3 * I * HW;
                       const T* P = S->P.data<T>() + n * 2 * I * M;
@@ -163,19 +180,27 @@ Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, con
                       for (int64_t r = 0; r < 2 * I; ++r)  // pooled gradients to the argmax
                         for (int64_t m = 0; m < M; ++m) dY[(I + r) * HW + ip[r * M + m]] += dP[r * M + m];
                       if (want_w) {
-                        gemm(false, true, 3 * I, C, HW, T(1), dY, HW, xc.data<T>() + n * C * HW, HW, T(1),
-                             dw.data<T>(), C);
+                        gemm(false, true, 3 * I, C, HW, T(1), dY, HW, xc.data<T>() + n * C * HW, HW, T(0),
+                             bufs[2].data<T>() + n * 3 * I * C, C);
                         for (int64_t r = 0; r < 3 * I; ++r) {
                           double acc = 0;
                           const T* d = dY + r * HW;
 #pragma omp simd reduction(+ : acc)
                           for (int64_t p = 0; p < HW; ++p) acc += static_cast<double>(d[p]);
-                          db[r] += acc;
+                          dbn[n * 3 * I + r] = acc;
                         }
                       }
                       if (gx.defined())
                         gemm(true, false, C, HW, 3 * I, T(1), wcat, C, dY, HW, T(0),
                              gx.data<T>() + n * C * HW, HW);
+                    }
+                    if (want_w) {
+                      T* out = dw.data<T>();
+                      for (int64_t n = 0; n < N; ++n) {
+                        const T* src = bufs[2].data<T>() + n * 3 * I * C;
+                        for (int64_t i = 0; i < 3 * I * C; ++i) out[i] += src[i];
+                        for (int64_t r = 0; r < 3 * I; ++r) db[r] += dbn[n * 3 * I + r];
+                      }
                     }
                   });
                   if (gx.defined()) gr.accumulate(0, gx);

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <vector>
 
+#include <omp.h>
+
 #include "engine/backend.h"
 #include "engine/gemm.h"
 #include "engine/ops/cpu_map.h"
@@ -116,22 +118,32 @@ void taps_last(const T* wt, T* w, const SpGeom& g) {
       for (int64_t k = 0; k < g.KK; ++k) w[(o * g.C + c) * g.KK + k] = wt[(k * g.O + o) * g.C + c];
 }
 
+// Images run in parallel (one thread each, single-threaded GEMMs and loops: one fork/join per call, which
+// matters on a loaded machine) when there are at least two and more than one thread; otherwise one after
+// the other with threads inside the GEMMs and loops. Per-image results (and per-image weight-gradient
+// partials, added in image order) are the same either way, so the output does not depend on the thread
+// count.
+bool images_in_parallel(int64_t N) { return N > 1 && !omp_in_parallel() && omp_get_max_threads() > 1; }
+
 template <class T>
 void spatial_forward(const Tensor& x, const Tensor& m, const Tensor& w, const Tensor& b, Tensor& y,
                      const Conv2dArgs& a) {
   const SpGeom g = sp_geom(x, w.shape(), a);
   const auto idx = kept<T>(m, g.N, g.HW);
+  const bool par = images_in_parallel(g.N);
+  const int nbuf = par ? omp_get_max_threads() : 1;
   Tensor bufs[3];
   T* wt = scratch<T>(bufs[0], g.KK * g.O * g.C);
   taps_first(w.data<T>(), wt, g);
+  const int64_t xu_sz = g.C * kChunk, z_sz = g.KK * g.O * kChunk;
+  T* XUall = scratch<T>(bufs[1], nbuf * xu_sz);
+  T* Zall = scratch<T>(bufs[2], nbuf * z_sz);
   const T* px = x.data<T>();
   const T* pm = m.data<T>();
   const T* pb = b.defined() ? b.data<T>() : nullptr;
   T* py = y.data<T>();
-  T* XU = scratch<T>(bufs[1], g.C * kChunk);
-  T* Z = scratch<T>(bufs[2], g.KK * g.O * kChunk);
-  std::vector<int64_t> tgt;
-  for (int64_t n = 0; n < g.N; ++n) {
+  auto image = [&](int64_t n, T* XU, T* Z) {
+    std::vector<int64_t> tgt;
     T* yn = py + n * g.O * g.P;
 #pragma omp parallel for schedule(static) if (g.O * g.P > cpu::kParallelGrain)
     for (int64_t o = 0; o < g.O; ++o) std::fill(yn + o * g.P, yn + (o + 1) * g.P, pb ? pb[o] : T(0));
@@ -155,6 +167,15 @@ void spatial_forward(const Tensor& x, const Tensor& m, const Tensor& w, const Te
         }
       }
     }
+  };
+  if (par) {
+#pragma omp parallel for schedule(static) num_threads(nbuf)
+    for (int64_t n = 0; n < g.N; ++n) {
+      const int t = omp_get_thread_num();
+      image(n, XUall + t * xu_sz, Zall + t * z_sz);
+    }
+  } else {
+    for (int64_t n = 0; n < g.N; ++n) image(n, XUall, Zall);
   }
 }
 
@@ -164,22 +185,29 @@ void spatial_backward(const Tensor& gy, const Tensor& x, const Tensor& m, const 
                       const Conv2dArgs& a) {
   const SpGeom g = sp_geom(x, w.shape(), a);
   const auto idx = kept<T>(m, g.N, g.HW);
+  const bool par = images_in_parallel(g.N);
+  const int nbuf = par ? omp_get_max_threads() : 1;
+  const int64_t wsz = g.KK * g.O * g.C, xu_sz = g.C * kChunk, g_sz = g.KK * g.O * kChunk;
   Tensor bufs[5];
-  T* wt = gx ? scratch<T>(bufs[0], g.KK * g.O * g.C) : nullptr;
-  T* dwt = gw ? scratch<T>(bufs[1], g.KK * g.O * g.C) : nullptr;
+  T* wt = gx ? scratch<T>(bufs[0], wsz) : nullptr;
+  T* dwt = gw ? scratch<T>(bufs[1], g.N * wsz) : nullptr;  // per-image partials, added in image order
   if (gx) {
     taps_first(w.data<T>(), wt, g);
     gx->fill_(0.0);
   }
-  if (gw) std::fill(dwt, dwt + g.KK * g.O * g.C, T(0));
   const T* pgy = gy.data<T>();
   const T* px = x.data<T>();
   const T* pm = m.data<T>();
-  T* XU = gw ? scratch<T>(bufs[2], g.C * kChunk) : nullptr;
-  T* G = scratch<T>(bufs[3], g.KK * g.O * kChunk);
-  T* dXU = gx ? scratch<T>(bufs[4], g.C * kChunk) : nullptr;
-  std::vector<int64_t> tgt;
-  for (int64_t n = 0; n < g.N; ++n) {
+  T* XUall = gw ? scratch<T>(bufs[2], nbuf * xu_sz) : nullptr;
+  T* Gall = scratch<T>(bufs[3], nbuf * g_sz);
+  T* dXUall = gx ? scratch<T>(bufs[4], nbuf * xu_sz) : nullptr;
+  auto image = [&](int64_t n, int t) {
+    T* XU = XUall ? XUall + t * xu_sz : nullptr;
+    T* G = Gall + t * g_sz;
+    T* dXU = dXUall ? dXUall + t * xu_sz : nullptr;
+    T* dw = dwt ? dwt + n * wsz : nullptr;
+    if (dw) std::fill(dw, dw + wsz, T(0));
+    std::vector<int64_t> tgt;
     const T* gyn = pgy + n * g.O * g.P;
     const int64_t nU = static_cast<int64_t>(idx[n].size());
     for (int64_t u0 = 0; u0 < nU; u0 += kChunk) {
@@ -187,32 +215,43 @@ void spatial_backward(const Tensor& gy, const Tensor& x, const Tensor& m, const 
       const int64_t* id = idx[n].data() + u0;
       tap_targets(g, id, jn, tgt);
       const int64_t* pt = tgt.data();
-      T* pG = G;
 #pragma omp parallel for schedule(static) if (g.O * g.KK * jn > cpu::kParallelGrain)
       for (int64_t o = 0; o < g.O; ++o) {
         const T* go = gyn + o * g.P;
         for (int64_t k = 0; k < g.KK; ++k) {
-          T* d = pG + (k * g.O + o) * jn;
-          const int64_t* t = pt + k * jn;
-          for (int64_t j = 0; j < jn; ++j) d[j] = t[j] >= 0 ? go[t[j]] : T(0);
+          T* d = G + (k * g.O + o) * jn;
+          const int64_t* tt = pt + k * jn;
+          for (int64_t j = 0; j < jn; ++j) d[j] = tt[j] >= 0 ? go[tt[j]] : T(0);
         }
       }
       if (gx) {
-        gemm(true, false, g.C, jn, g.KK * g.O, T(1), wt, g.C, pG, jn, T(0), dXU, jn);
+        gemm(true, false, g.C, jn, g.KK * g.O, T(1), wt, g.C, G, jn, T(0), dXU, jn);
         T* gxn = gx->data<T>() + n * g.C * g.HW;
         const T* mn = pm + n * g.HW;
-        const T* s = dXU;
 #pragma omp parallel for schedule(static) if (g.C * jn > cpu::kParallelGrain)
         for (int64_t c = 0; c < g.C; ++c)
-          for (int64_t j = 0; j < jn; ++j) gxn[c * g.HW + id[j]] = s[c * jn + j] * mn[id[j]];
+          for (int64_t j = 0; j < jn; ++j) gxn[c * g.HW + id[j]] = dXU[c * jn + j] * mn[id[j]];
       }
       if (gw) {
         gather_cols(px + n * g.C * g.HW, pm + n * g.HW, id, jn, g, XU);
-        gemm(false, true, g.KK * g.O, g.C, jn, T(1), pG, jn, XU, jn, T(1), dwt, g.C);
+        gemm(false, true, g.KK * g.O, g.C, jn, T(1), G, jn, XU, jn, T(1), dw, g.C);
       }
     }
+  };
+  if (par) {
+#pragma omp parallel for schedule(static) num_threads(nbuf)
+    for (int64_t n = 0; n < g.N; ++n) image(n, omp_get_thread_num());
+  } else {
+    for (int64_t n = 0; n < g.N; ++n) image(n, 0);
   }
-  if (gw) taps_last(dwt, gw->data<T>(), g);
+  if (gw) {
+    for (int64_t n = 1; n < g.N; ++n) {
+      const T* src = dwt + n * wsz;
+#pragma omp simd
+      for (int64_t i = 0; i < wsz; ++i) dwt[i] += src[i];
+    }
+    taps_last(dwt, gw->data<T>(), g);
+  }
 }
 
 // ---- channel mask -------------------------------------------------------------------------------

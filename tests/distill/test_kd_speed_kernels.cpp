@@ -4,6 +4,8 @@
 
 #include <functional>
 
+#include <omp.h>
+
 #include "distill/kd_common.h"
 #include "distill/loss_fbkd.h"
 #include "distill/loss_ssim.h"
@@ -296,4 +298,36 @@ TEST_CASE("kd speed kernels: fused non-local attention == convs + max-pools + ma
   same_values_and_grads([](const std::vector<Var>& v) { return kd::nonlocal_attention(v[0], v[1], v[2], v[3], v[4], v[5], v[6], 2); },
                         [](const std::vector<Var>& v) { return nonlocal_reference(v, 2); }, in, 1e-14, 1e-15,
                         "nonlocal_attention ties");
+}
+
+TEST_CASE("kd speed kernels: masked_conv2d and non-local attention give the same bits with 1 and 2 threads") {
+  // values and all gradients of Σ y ⊙ r, f32, for a given thread count
+  auto run = [](int threads, const std::function<Var(const std::vector<Var>&)>& f, const std::vector<Tensor>& in) {
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    std::vector<Var> v;
+    for (const Tensor& t : in) v.emplace_back(t.clone(), true);
+    Var y = f(v);
+    Generator g(3);
+    y.backward(rand_normal(y.shape(), g, 0.0, 1.0, y.dtype()));
+    std::vector<Tensor> out = {y.data()};
+    for (auto& x : v) out.push_back(x.grad());
+    omp_set_num_threads(prev);
+    return out;
+  };
+  const Tensor m = binary_mask({3, 1, 20, 20}, 7, 0.35).to(DType::F32);
+  const std::vector<Tensor> cin = {rnd({3, 8, 20, 20}, 1).to(DType::F32), rnd({16, 8, 3, 3}, 2).to(DType::F32),
+                                   rnd({16}, 3).to(DType::F32)};
+  auto conv = [&](const std::vector<Var>& v) { return masked_conv2d(v[0], m, v[1], v[2], args(1, 1)); };
+  const int64_t C = 8, I = 4;
+  const std::vector<Tensor> nin = {rnd({3, C, 16, 16}, 4).to(DType::F32), rnd({I, C, 1, 1}, 5).to(DType::F32),
+                                   rnd({I}, 6).to(DType::F32),           rnd({I, C, 1, 1}, 7).to(DType::F32),
+                                   rnd({I}, 8).to(DType::F32),           rnd({I, C, 1, 1}, 9).to(DType::F32),
+                                   rnd({I}, 10).to(DType::F32)};
+  auto nl = [](const std::vector<Var>& v) { return kd::nonlocal_attention(v[0], v[1], v[2], v[3], v[4], v[5], v[6], 4); };
+  for (auto [f, in] : {std::pair{std::function<Var(const std::vector<Var>&)>(conv), cin},
+                       std::pair{std::function<Var(const std::vector<Var>&)>(nl), nin}}) {
+    const auto a = run(1, f, in), b = run(2, f, in);
+    for (size_t i = 0; i < a.size(); ++i) check_close(a[i], b[i], 0, 0, "threads 1 vs 2, output " + std::to_string(i));
+  }
 }
