@@ -194,18 +194,7 @@ std::vector<Detections> TwoStageDetector::predict(const data::Batch& batch, bool
   tc.rescale = rescale;
   RoIPredictResult r = roi_->predict(t.neck, proposals, geo, &tc);
   std::vector<Detections> d = std::move(r.detections);
-  // Flipped inputs (train-time metas): un-flip in the output frame (x' = W - x).
-  for (size_t n = 0; n < d.size(); ++n) {
-    const auto& m = batch.metas[n];
-    if (!m.flip || d[n].size() == 0) continue;
-    const float W = rescale ? static_cast<float>(m.img_w) / m.scale_w : static_cast<float>(m.img_w);
-    float* b = d[n].boxes.data<float>();
-    for (int64_t i = 0; i < d[n].size(); ++i) {
-      const float x1 = b[i * 4], x2 = b[i * 4 + 2];
-      b[i * 4] = W - x2;
-      b[i * 4 + 2] = W - x1;
-    }
-  }
+  unflip_detections(d, batch, rescale);
   if (taps) {
     t.rois = r.rois;
     t.roi_cls_score = r.cls_score;
