@@ -117,6 +117,7 @@ int cmd_distill(int argc, char** argv) {
   tr.state = [&] { return dist.state_dict(); };
   tr.load_state = [&](const TensorMap& sd) { dist.load_state_dict(sd); };
   tr.set_train = [&](bool on) { dist.train(on); };
+  tr.set_iteration = [&](int64_t it) { dist.set_step(it); };  // MGD masks follow the iteration (skips, resume)
 
   std::vector<data::Detection> last_results;
   data::CocoMetrics last_metrics;

@@ -16,6 +16,8 @@
 #include "detectors/retinanet.h"
 #include "engine/checkpoint.h"
 #include "engine/check.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/reduce.h"
 #include "engine/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -28,7 +30,12 @@ namespace {
 std::string first_nonfinite_grad(const Optimizer& opt) {
   for (auto& [name, p] : opt.named_params()) {
     Tensor g = p.grad();
-    if (!g.defined() || !g.device().is_cpu()) continue;
+    if (!g.defined()) continue;
+    if (!g.device().is_cpu()) {
+      // Device gradients: 0 * x is NaN exactly when x is NaN or +-Inf, and so is any sum containing it.
+      if (!std::isfinite(ops::sum_all(ops::mul_scalar(g, 0.0)))) return name;
+      continue;
+    }
     g = g.contiguous();
     bool bad = false;
     dispatch_float(g.dtype(), "train: gradient check", [&](auto tag) {
@@ -372,10 +379,11 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
   const int64_t per_epoch = loader.batches_per_epoch();
   KDET_CHECK(per_epoch > 0, "train: the loader has no batch in an epoch");
   const int64_t max_iters = o.max_iters > 0 ? o.max_iters : o.epochs * per_epoch;
+  std::string resume_file;  // the checkpoint actually resumed from (resume_path may be a work dir)
   if (!resume_path.empty()) {
     std::string old_cfg;
     // A work dir: its newest valid checkpoint (skipped damaged ones are noted on stderr even when quiet).
-    const std::string resume_file = resolve_resume(resume_path, nullptr, false);
+    resume_file = resolve_resume(resume_path, nullptr, false);
     pos = load_checkpoint(resume_file, model, opt, &old_cfg);
     if (!o.quiet) {
       std::printf("resumed from %s at iteration %lld (epoch %lld, batch %lld)\n", resume_file.c_str(),
@@ -441,13 +449,21 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
     }
     pos.batch_in_epoch += 1;
     sched.apply(opt, pos.iter);
+    if (model.set_iteration) model.set_iteration(pos.iter);
     LossList losses = loss_fn(batch);
     KDET_CHECK(!losses.empty(), "train: the loss callback returned no loss");
-    // NaN/Inf guard: stop naming the term and the checkpoint to resume from, or skip the step.
-    const std::string last_good = res.last_checkpoint.empty()
-                                      ? (resume_path.empty() ? std::string("none yet") : resume_path)
-                                      : res.last_checkpoint;
-    auto skip_step = [&](const std::string& what) {
+    // NaN/Inf guard, the same for every check below (a loss term, a parameter's gradient, the clipped
+    // global gradient norm): nonfinite = stop throws naming what, the iteration and the checkpoint to
+    // resume from; nonfinite = skip drops the step (no update, no iteration counted, gradients cleared,
+    // the logged loss averages and last_losses untouched), logs and counts it.
+    auto nonfinite = [&](const std::string& what) {
+      const std::string last_good =
+          !res.last_checkpoint.empty() ? res.last_checkpoint
+          : !resume_file.empty()       ? resume_file
+                                       : std::string("none written yet (the run would restart from scratch)");
+      KDET_CHECK(o.skip_nonfinite, "train: ", what, " at iteration ", pos.iter + 1, " (epoch ", pos.epoch, ", lr ",
+                 opt.groups()[0].lr, "); stopping. Last good checkpoint: ", last_good,
+                 " (or set train.nonfinite = skip to skip such steps)");
       opt.zero_grad();
       res.skipped_steps += 1;
       consecutive_skips += 1;
@@ -462,54 +478,47 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
       j["skipped_steps"] = res.skipped_steps;
       log << j.dump() << "\n";
       log.flush();
-      if (!o.quiet) std::printf("skipping iteration %lld: %s\n", (long long)pos.iter + 1, what.c_str());
+      if (!o.quiet)
+        std::printf("skipping iteration %lld: %s (%lld skipped so far)\n", (long long)pos.iter + 1, what.c_str(),
+                    (long long)res.skipped_steps);
     };
     std::string bad_term;
     double bad_value = 0;
+    std::map<std::string, double> step_losses;  // logged once the step is known to be taken
     for (auto& [name, v] : losses) {
       const double x = v.item();
       if (!std::isfinite(x) && bad_term.empty()) {
         bad_term = name;
         bad_value = x;
       }
+      step_losses[name] += x;
+      step_losses["loss"] += x;
     }
     if (!bad_term.empty()) {
-      const std::string what = "loss '" + bad_term + "' is " + fmt("%g", bad_value);
-      KDET_CHECK(o.skip_nonfinite, "train: ", what, " at iteration ", pos.iter + 1, " (epoch ", pos.epoch, ", lr ",
-                 opt.groups()[0].lr, "); stopping. Last good checkpoint: ", last_good,
-                 " (or set train.nonfinite = skip to skip such steps)");
-      skip_step(what);
+      nonfinite("loss '" + bad_term + "' is " + fmt("%g", bad_value));
       continue;
     }
-    const std::map<std::string, double> win_sum_before = win_sum;  // restored if the step is skipped
-    double total_v = 0;
-    for (auto& [name, v] : losses) {
-      const double x = v.item();
-      win_sum[name] += x;
-      res.last_losses[name] = x;
-      total_v += x;
-    }
-    win_sum["loss"] += total_v;
-    res.last_losses["loss"] = total_v;
     total_loss(losses).backward();
     double gnorm = -1;
-    {
-      const std::string bad_param = first_nonfinite_grad(opt);
-      if (!bad_param.empty()) {
-        const std::string what = "gradient of '" + bad_param + "' is not finite";
-        KDET_CHECK(o.skip_nonfinite, "train: ", what, " at iteration ", pos.iter + 1, " (epoch ", pos.epoch,
-                   "); stopping. Last good checkpoint: ", last_good, " (or set train.nonfinite = skip)");
-        win_sum = win_sum_before;
-        skip_step(what);
+    const std::string bad_param = first_nonfinite_grad(opt);
+    if (!bad_param.empty()) {
+      nonfinite("gradient of '" + bad_param + "' is not finite");
+      continue;
+    }
+    if (o.grad_clip > 0) {
+      // Finite gradients can still have an infinite global norm (its squares overflow).
+      gnorm = clip_grad_norm(opt.params(), o.grad_clip);
+      if (!std::isfinite(gnorm)) {
+        nonfinite("gradient norm is " + fmt("%g", gnorm) + " (train.grad_clip " + fmt("%g", o.grad_clip) + ")");
         continue;
       }
     }
-    if (o.grad_clip > 0) {
-      gnorm = clip_grad_norm(opt.params(), o.grad_clip);
-      KDET_CHECK(std::isfinite(gnorm), "train: gradient norm is ", gnorm, " at iteration ", pos.iter + 1);
-    }
     opt.step();
     opt.zero_grad();
+    for (auto& [name, x] : step_losses) {
+      win_sum[name] += x;
+      res.last_losses[name] = x;
+    }
     consecutive_skips = 0;
     pos.iter += 1;
     ++win_iters;

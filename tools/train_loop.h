@@ -82,9 +82,12 @@ LRSchedule build_lr_schedule(const Config& c, const Optimizer& opt, int64_t iter
 //   epochs 12 | max_iters 0 (0: epochs * iters per epoch) | seed 0 | log_interval 50 |
 //   checkpoint_interval 0 (iterations; 0: at the end of every epoch) | eval_interval 0 (iterations;
 //   0: only at the end) | grad_clip 0 (max global L2 norm; 0: off) | eval_at_end true
-//   nonfinite stop|skip: a NaN/Inf loss term or gradient either stops the run (the error names the term
-//   or parameter, the iteration and the last good checkpoint to resume from) or skips that step (no
-//   update; counted: "skipped_steps" in the JSONL log and TrainResult) | max_skips_in_a_row 100 (then stop)
+//   nonfinite stop|skip: a NaN/Inf loss term (KD terms included), parameter gradient or (grad_clip > 0)
+//   global gradient norm either stops the run (the error names the term, the parameter or "gradient
+//   norm", the iteration and the last good checkpoint to resume from, or says none was written yet) or
+//   skips that step (no update, no iteration counted; each skip is a "mode":"skip" line with the reason
+//   and the running "skipped_steps" count in the JSONL log, and TrainResult::skipped_steps)
+//   | max_skips_in_a_row 100 (then stop)
 struct TrainOptions {
   int64_t epochs = 12;
   int64_t max_iters = 0;
@@ -107,6 +110,11 @@ struct Trainable {
   std::function<TensorMap()> state;                  // name -> tensor (shared storage is fine)
   std::function<void(const TensorMap&)> load_state;  // strict; throws listing every problem
   std::function<void(bool)> set_train;
+  // Optional: called with the iteration (optimizer steps done) before each loss call, so that
+  // per-step randomness (MGD's masks) follows the iteration, not the number of loss calls: a step
+  // skipped for a NaN/Inf (nonfinite = skip) then leaves no trace, and a resumed run draws what an
+  // uninterrupted one draws.
+  std::function<void(int64_t)> set_iteration;
   static Trainable of(Module& m);
 };
 

@@ -25,6 +25,7 @@
 
 #include "data/image.h"
 #include "data/loader.h"
+#include "detectors/retinanet.h"
 #include "engine/checkpoint.h"
 #include "engine/functional.h"
 #include "engine/optim.h"
@@ -230,9 +231,19 @@ namespace {
 
 // run_training on a 4-weight "model" whose loss ignores the batch (mean(w^2)); `inject(call)` returns
 // what the loss callback does on its call-th call (1-based): 0 finite, 1 a NaN loss term, 2 a finite
-// loss whose gradient is NaN. Returns the result; `w_out` receives the final weights.
-train::TrainResult nan_run(const std::string& work, bool skip, const std::function<int(int)>& inject,
-                           std::vector<float>* w_out) {
+// loss whose gradient is NaN, 3 a finite loss with finite gradients (1e200 each: use F64) whose global
+// L2 norm overflows to Inf, 4 a finite loss whose gradient is +Inf. Returns the result; `w_out`
+// receives the final weights, `iters_seen` the iteration passed to Trainable::set_iteration before
+// each call.
+struct NanRunOptions {
+  bool skip = false;
+  double grad_clip = 0;
+  DType dtype = DType::F32;
+  int64_t stop_at = -1;
+  std::string resume;
+};
+train::TrainResult nan_run(const std::string& work, const NanRunOptions& no, const std::function<int(int)>& inject,
+                           std::vector<double>* w_out, std::vector<int64_t>* iters_seen = nullptr) {
   const std::string img_dir = work + "_img";
   std::filesystem::create_directories(img_dir);
   data::Dataset ds;
@@ -255,7 +266,7 @@ train::TrainResult nan_run(const std::string& work, bool skip, const std::functi
   lc.workers = 0;
   data::Loader loader(ds, lc);
 
-  Var w(Tensor::full({4}, 0.5f), true);
+  Var w(Tensor::full({4}, 0.5, no.dtype), true);
   SGD opt({{"w", w}}, 0.1, 0.9);
   LRSchedule sched;
   sched.policy = LRPolicy::Constant;
@@ -266,12 +277,15 @@ train::TrainResult nan_run(const std::string& work, bool skip, const std::functi
   model.state = [&] { return TensorMap{{"w", w.data()}}; };
   model.load_state = [&](const TensorMap& sd) { w.data().copy_(sd.at("w")); };
   model.set_train = [](bool) {};
+  if (iters_seen) model.set_iteration = [&](int64_t it) { iters_seen->push_back(it); };
   int calls = 0;
   auto loss_fn = [&](const data::Batch&) -> LossList {
     const int what = inject(++calls);
     Var l = mean(w * w);
-    if (what == 1) l = mean(w * w * Var(Tensor::full({4}, std::nanf(""))));
+    if (what == 1) l = mean(w * w * Var(Tensor::full({4}, std::nan(""), no.dtype)));
     if (what == 2) l = l + sum(sqrt(w - w));  // value 0, gradient inf - inf = NaN
+    if (what == 3) l = l + sum(w * Var(Tensor::full({4}, 1e200, no.dtype)));  // |g|^2 = 4e400
+    if (what == 4) l = l + sum(sqrt(w - Var(w.data().clone())));  // value 0, gradient 1 / (2 sqrt(0)) = +inf
     return {{"loss_a", l}};
   };
   train::TrainOptions o;
@@ -281,10 +295,37 @@ train::TrainResult nan_run(const std::string& work, bool skip, const std::functi
   o.eval_at_end = false;
   o.work_dir = work;
   o.quiet = true;
-  o.skip_nonfinite = skip;
-  train::TrainResult r = train::run_training(o, "cfg", loader, opt, sched, model, loss_fn, nullptr);
-  if (w_out) *w_out = w.data().to_vector<float>();
+  o.skip_nonfinite = no.skip;
+  o.grad_clip = no.grad_clip;
+  o.stop_at = no.stop_at;
+  train::TrainResult r = train::run_training(o, "cfg", loader, opt, sched, model, loss_fn, nullptr, no.resume);
+  if (w_out) *w_out = w.data().to(DType::F64).to_vector<double>();
   return r;
+}
+
+// The "mode":"skip" lines of a JSONL log, in order.
+std::vector<std::string> skip_lines(const std::string& log) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  while (b < log.size()) {
+    size_t e = log.find('\n', b);
+    if (e == std::string::npos) e = log.size();
+    const std::string line = log.substr(b, e - b);
+    if (line.find("\"mode\":\"skip\"") != std::string::npos) out.push_back(line);
+    b = e + 1;
+  }
+  return out;
+}
+
+// The error a nonfinite = stop run throws ("" when it finishes).
+std::string nan_stop_error(const std::string& work, NanRunOptions no, const std::function<int(int)>& inject) {
+  no.skip = false;
+  try {
+    nan_run(work, no, inject, nullptr);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace
@@ -292,50 +333,147 @@ train::TrainResult nan_run(const std::string& work, bool skip, const std::functi
 TEST_CASE("train loop: a NaN step is skipped without touching weights or optimizer state, counted, and training goes on") {
   HardDir dir("skip");
   const std::string d = dir.path;
-  std::vector<float> w_clean, w_skip;
-  train::TrainResult clean = nan_run(d + "/clean", true, [](int) { return 0; }, &w_clean);
+  std::vector<double> w_clean, w_skip;
+  NanRunOptions skip;
+  skip.skip = true;
+  train::TrainResult clean = nan_run(d + "/clean", skip, [](int) { return 0; }, &w_clean);
   CHECK(clean.skipped_steps == 0);
   CHECK(clean.pos.iter == 6);
   // Call 3: NaN loss; call 5: NaN gradient. Both skipped; 6 updates from 8 calls.
-  train::TrainResult r = nan_run(d + "/skip", true, [](int c) { return c == 3 ? 1 : c == 5 ? 2 : 0; }, &w_skip);
+  std::vector<int64_t> iters;
+  train::TrainResult r = nan_run(d + "/skip", skip, [](int c) { return c == 3 ? 1 : c == 5 ? 2 : 0; }, &w_skip, &iters);
   CHECK(r.skipped_steps == 2);
   CHECK(r.pos.iter == 6);
   // The loss ignores the batch: 6 clean updates give the same weights bit for bit only if the skipped
   // steps left no trace (no update, no NaN gradient or momentum carried into the next step).
   CHECK(w_skip == w_clean);
   CHECK(std::isfinite(w_skip[0]));
-  CHECK(w_skip[0] != 0.5f);
-  const std::string log = hard_slurp(d + "/skip/log.jsonl");
-  const size_t s1 = log.find("\"mode\":\"skip\"");
-  REQUIRE(s1 != std::string::npos);
-  const size_t s2 = log.find("\"mode\":\"skip\"", s1 + 1);
-  REQUIRE(s2 != std::string::npos);
-  CHECK(log.find("\"mode\":\"skip\"", s2 + 1) == std::string::npos);
-  auto line_at = [&](size_t p) {
-    const size_t b = log.rfind('\n', p) == std::string::npos ? 0 : log.rfind('\n', p) + 1;
-    return log.substr(b, log.find('\n', p) - b);
-  };
-  const std::string line1 = line_at(s1), line2 = line_at(s2);
-  CHECK_MESSAGE(line1.find("\"iter\":3") != std::string::npos, line1);
-  CHECK_MESSAGE(line1.find("loss 'loss_a' is ") != std::string::npos, line1);
-  CHECK_MESSAGE(line1.find("\"skipped_steps\":1") != std::string::npos, line1);
-  CHECK_MESSAGE(line2.find("\"iter\":4") != std::string::npos, line2);
-  CHECK_MESSAGE(line2.find("gradient of 'w' is not finite") != std::string::npos, line2);
-  CHECK_MESSAGE(line2.find("\"skipped_steps\":2") != std::string::npos, line2);
+  CHECK(w_skip[0] != 0.5);
+  // A skipped step does not advance the iteration the next loss call sees (per-step randomness such as
+  // MGD's masks is redrawn as it would have been).
+  CHECK(iters == std::vector<int64_t>{0, 1, 2, 2, 3, 3, 4, 5});
+  const std::vector<std::string> lines = skip_lines(hard_slurp(d + "/skip/log.jsonl"));
+  REQUIRE(lines.size() == 2);
+  CHECK_MESSAGE(lines[0].find("\"iter\":3") != std::string::npos, lines[0]);
+  CHECK_MESSAGE(lines[0].find("loss 'loss_a' is ") != std::string::npos, lines[0]);
+  CHECK_MESSAGE(lines[0].find("\"skipped_steps\":1") != std::string::npos, lines[0]);
+  CHECK_MESSAGE(lines[1].find("\"iter\":4") != std::string::npos, lines[1]);
+  CHECK_MESSAGE(lines[1].find("gradient of 'w' is not finite") != std::string::npos, lines[1]);
+  CHECK_MESSAGE(lines[1].find("\"skipped_steps\":2") != std::string::npos, lines[1]);
 
   // nonfinite = stop: the error names the term (or parameter), the iteration and the checkpoint to resume from.
-  auto stop_error = [&](const std::string& work, int kind) {
-    try {
-      nan_run(work, false, [kind](int c) { return c == 3 ? kind : 0; }, nullptr);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
-  const std::string e1 = stop_error(d + "/stop_loss", 1), e2 = stop_error(d + "/stop_grad", 2);
+  const auto at3 = [](int kind) { return [kind](int c) { return c == 3 ? kind : 0; }; };
+  const std::string e1 = nan_stop_error(d + "/stop_loss", {}, at3(1)), e2 = nan_stop_error(d + "/stop_grad", {}, at3(2));
   CHECK_MESSAGE(e1.find("train: loss 'loss_a' is ") != std::string::npos, e1);
   CHECK_MESSAGE(e1.find("at iteration 3") != std::string::npos, e1);
   CHECK_MESSAGE(e1.find("Last good checkpoint: " + d + "/stop_loss/iter_2.safetensors") != std::string::npos, e1);
   CHECK_MESSAGE(e2.find("train: gradient of 'w' is not finite at iteration 3") != std::string::npos, e2);
   CHECK_MESSAGE(e2.find("Last good checkpoint: " + d + "/stop_grad/iter_2.safetensors") != std::string::npos, e2);
+  // Before the first checkpoint: says so.
+  const std::string e0 = nan_stop_error(d + "/stop_first", {}, [](int c) { return c == 1 ? 1 : 0; });
+  CHECK_MESSAGE(e0.find("at iteration 1") != std::string::npos, e0);
+  CHECK_MESSAGE(e0.find("Last good checkpoint: none written yet") != std::string::npos, e0);
+  // Resumed from a work directory, before a new checkpoint: the file it resumed from (not the directory).
+  NanRunOptions part;
+  part.stop_at = 2;
+  nan_run(d + "/res", part, [](int) { return 0; }, nullptr);
+  NanRunOptions res;
+  res.resume = d + "/res";
+  const std::string er = nan_stop_error(d + "/res", res, [](int c) { return c == 1 ? 2 : 0; });
+  CHECK_MESSAGE(er.find("gradient of 'w' is not finite at iteration 3") != std::string::npos, er);
+  CHECK_MESSAGE(er.find("Last good checkpoint: " + d + "/res/iter_2.safetensors (") != std::string::npos, er);
+}
+
+TEST_CASE("train loop: with grad_clip > 0 an Inf gradient or an infinite gradient norm stops naming the checkpoint, or is skipped and counted") {
+  HardDir dir("clip");
+  const std::string d = dir.path;
+  NanRunOptions stop;
+  stop.grad_clip = 1.0;
+  stop.dtype = DType::F64;  // kind 3 needs finite gradients whose squares overflow
+  const auto at3 = [](int kind) { return [kind](int c) { return c == 3 ? kind : 0; }; };
+  // An Inf gradient: named by parameter, before clipping could turn it into zeros or NaN.
+  const std::string e4 = nan_stop_error(d + "/inf_grad", stop, at3(4));
+  CHECK_MESSAGE(e4.find("train: gradient of 'w' is not finite at iteration 3") != std::string::npos, e4);
+  CHECK_MESSAGE(e4.find("Last good checkpoint: " + d + "/inf_grad/iter_2.safetensors") != std::string::npos, e4);
+  CHECK_MESSAGE(e4.find("train.nonfinite = skip") != std::string::npos, e4);
+  // Finite gradients, infinite global norm: "gradient norm", the iteration and the checkpoint.
+  const std::string e3 = nan_stop_error(d + "/inf_norm", stop, at3(3));
+  CHECK_MESSAGE(e3.find("train: gradient norm is inf (train.grad_clip 1) at iteration 3") != std::string::npos, e3);
+  CHECK_MESSAGE(e3.find("Last good checkpoint: " + d + "/inf_norm/iter_2.safetensors") != std::string::npos, e3);
+  const std::string e3first = nan_stop_error(d + "/inf_norm1", stop, [](int c) { return c == 1 ? 3 : 0; });
+  CHECK_MESSAGE(e3first.find("gradient norm is inf (train.grad_clip 1) at iteration 1") != std::string::npos, e3first);
+  CHECK_MESSAGE(e3first.find("Last good checkpoint: none written yet") != std::string::npos, e3first);
+
+  // skip: both steps dropped and counted, and the weights equal a clean clipped run bit for bit.
+  NanRunOptions skip = stop;
+  skip.skip = true;
+  std::vector<double> w_clean, w_skip;
+  train::TrainResult clean = nan_run(d + "/clean", skip, [](int) { return 0; }, &w_clean);
+  CHECK(clean.skipped_steps == 0);
+  std::vector<int64_t> iters;
+  train::TrainResult r = nan_run(d + "/skip", skip, [](int c) { return c == 3 ? 4 : c == 5 ? 3 : 0; }, &w_skip, &iters);
+  CHECK(r.skipped_steps == 2);
+  CHECK(r.pos.iter == 6);
+  CHECK(w_skip == w_clean);
+  CHECK(std::isfinite(w_skip[0]));
+  CHECK(iters == std::vector<int64_t>{0, 1, 2, 2, 3, 3, 4, 5});
+  const std::vector<std::string> lines = skip_lines(hard_slurp(d + "/skip/log.jsonl"));
+  REQUIRE(lines.size() == 2);
+  CHECK_MESSAGE(lines[0].find("gradient of 'w' is not finite") != std::string::npos, lines[0]);
+  CHECK_MESSAGE(lines[0].find("\"skipped_steps\":1") != std::string::npos, lines[0]);
+  CHECK_MESSAGE(lines[1].find("gradient norm is inf") != std::string::npos, lines[1]);
+  CHECK_MESSAGE(lines[1].find("\"iter\":4") != std::string::npos, lines[1]);
+  CHECK_MESSAGE(lines[1].find("\"skipped_steps\":2") != std::string::npos, lines[1]);
+  // The logged loss averages of the train lines never saw the skipped steps' values (1e200 terms).
+  const std::string log = hard_slurp(d + "/skip/log.jsonl");
+  CHECK(log.find("e+200") == std::string::npos);
+}
+
+TEST_CASE("kdet distill: a non-finite KD loss term stops naming that term and the last good checkpoint, or is skipped and counted") {
+  if (!hard_kbin()) {
+    MESSAGE("KDET_BIN not set: distill NaN guard test skipped (make test sets it)");
+    return;
+  }
+  REQUIRE(std::filesystem::exists(kMicroCfg));
+  HardDir dir("kdnan");
+  const std::string d = dir.path;
+  // A random R34 teacher with the micro student's neck and head; MGD. alpha_mgd = 1e39 is +Inf in
+  // float32: loss_mgd (and only it) is +Inf while the student's detection losses stay finite.
+  RetinaNet teacher(RetinaNetConfig::small(34, 8, 16, 1, 6));
+  Generator g(5);
+  teacher.init_weights(g);
+  teacher.save(d + "/teacher.safetensors");
+  {
+    std::ofstream f(d + "/kd.cfg");
+    f << "base = " << std::filesystem::absolute(kMicroCfg).string() << "\n"
+      << "[teacher]\ntype = retinanet\ndepth = 34\nnum_classes = 6\nbase_channels = 8\nneck_channels = 16\n"
+      << "stacked_convs = 1\nweights = " << d << "/teacher.safetensors\n"
+      << "[distill]\nmethod = mgd\ninherit = true\nalpha_mgd = 0.001\n"
+      << "[train]\nnonfinite = stop\nmax_skips_in_a_row = 2\n";
+  }
+  auto run = [&](const std::string& work, const std::string& args) {
+    const std::string cmd = std::string(hard_kbin()) + " distill " + d + "/kd.cfg --quiet --work-dir " + d + "/" + work +
+                            " --set data.synth_dir=" + d + "/synth data.synth_train_images=4 train.checkpoint_interval=1 "
+                            "train.eval_at_end=false " + args + " > " + d + "/" + work + ".out 2>&1";
+    const int rc = std::system(cmd.c_str());
+    return std::make_pair(WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, hard_slurp(d + "/" + work + ".out"));
+  };
+  // One good iteration (iter_1 written), then resumed with the KD weight at +Inf: iteration 2 stops.
+  auto [rc1, out1] = run("stop", "train.max_iters=1");
+  REQUIRE_MESSAGE(rc1 == 0, out1);
+  auto [rc2, out2] = run("stop", "train.max_iters=3 distill.alpha_mgd=1e39 --resume " + d + "/stop");
+  CHECK(rc2 == 1);
+  CHECK_MESSAGE(out2.find("train: loss 'loss_mgd' is inf at iteration 2") != std::string::npos, out2);
+  CHECK_MESSAGE(out2.find("Last good checkpoint: " + d + "/stop/iter_1.safetensors") != std::string::npos, out2);
+  CHECK_FALSE(std::filesystem::exists(d + "/stop/iter_2.safetensors"));
+  // skip: every step skipped (reason: loss_mgd), counted in the log, until max_skips_in_a_row.
+  auto [rc3, out3] = run("skip", "train.max_iters=3 distill.alpha_mgd=1e39 train.nonfinite=skip");
+  CHECK(rc3 == 1);
+  CHECK_MESSAGE(out3.find("train: loss 'loss_mgd' is inf at iteration 1 after 2 skipped steps in a row") !=
+                    std::string::npos, out3);
+  CHECK_MESSAGE(out3.find("Last good checkpoint: none written yet") != std::string::npos, out3);
+  const std::vector<std::string> lines = skip_lines(hard_slurp(d + "/skip/log.jsonl"));
+  REQUIRE(lines.size() == 2);
+  CHECK_MESSAGE(lines[0].find("loss 'loss_mgd' is inf") != std::string::npos, lines[0]);
+  CHECK_MESSAGE(lines[1].find("\"skipped_steps\":2") != std::string::npos, lines[1]);
 }
