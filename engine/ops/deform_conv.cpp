@@ -1,9 +1,12 @@
 // engine/ops/deform_conv.cpp — deform_conv2d: shape checks, device dispatch, and the differentiable Var op.
-// Kernels: engine/ops/deform_conv_cpu.cpp.
+// Kernels: engine/ops/deform_conv_cpu.cpp (CPU) and engine/ops/deform_conv_cuda.cu (CUDA).
 #include "engine/ops/deform_conv.h"
 
 #include "engine/backend.h"
 #include "engine/ops/conv2d.h"
+#if KDET_CUDA
+#include "engine/ops/deform_conv_cuda.h"
+#endif
 
 namespace kdet {
 
@@ -76,7 +79,11 @@ Tensor deform_conv2d(const Tensor& x, const Tensor& offset, const Tensor& mask, 
     return y;
   }
 #if KDET_CUDA
-  // CUDA backend hooks in here (later issue).
+  if (x.device().is_cuda()) {
+    cuda::deform_conv2d_forward(x.contiguous(), offset.contiguous(), mask.defined() ? mask.contiguous() : Tensor(),
+                                w.contiguous(), b.defined() ? b.contiguous() : Tensor(), y, a);
+    return y;
+  }
 #endif
   no_kernel("deform_conv2d", x.device());
 }
@@ -110,6 +117,17 @@ std::array<Tensor, 5> deform_conv2d_backward(const Tensor& gy, const Tensor& x, 
     if (has_bias && need.b) g[4] = conv2d_backward_bias(gc);
     return g;
   }
+#if KDET_CUDA
+  if (dev.is_cuda()) {
+    const Tensor gc = gy.contiguous();
+    if (g[0].defined() || g[1].defined() || g[2].defined() || g[3].defined())
+      cuda::deform_conv2d_backward(gc, x.contiguous(), offset.contiguous(),
+                                   mask.defined() ? mask.contiguous() : Tensor(), w.contiguous(), g[0], g[1], g[2],
+                                   g[3], a);
+    if (has_bias && need.b) g[4] = conv2d_backward_bias(gc);  // a deterministic device reduction
+    return g;
+  }
+#endif
   no_kernel("deform_conv2d_backward", dev);
 }
 

@@ -32,6 +32,8 @@
 // channels in channel order. Deterministic for a fixed thread count; y and the x / offset / mask gradients are
 // even independent of it (only dW sums per-thread partials). Small problems (N·Cin·KH·KW·Ho·Wo < 65536) run on
 // one thread. f32 and f64.
+// CUDA (engine/ops/deform_conv_cuda.cu): the same sampling rules; im2col + cuBLAS, d offset / d mask per sample
+// over the group's channels in channel order, dx by a sorted gather (no atomics): bit-identical run to run.
 #pragma once
 #include <array>
 

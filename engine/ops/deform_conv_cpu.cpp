@@ -20,27 +20,16 @@
 
 #include "engine/gemm.h"
 #include "engine/ops/deform_conv.h"
+#include "engine/ops/deform_conv_geom.h"
 
 namespace kdet::cpu {
 
 namespace {
 
-struct Geom {
-  int64_t N, C, H, W, O, KH, KW, Ho, Wo, G, DG, Cg, Og, Cd, KK, P, HW;
-  int64_t sh, sw, ph, pw, dh, dw;
-};
+using Geom = DeformGeom;
 
 Geom geom(const Shape& xs, const Shape& ws, const Shape& ys, const DeformConvArgs& a) {
-  Geom g;
-  g.N = xs[0], g.C = xs[1], g.H = xs[2], g.W = xs[3];
-  g.O = ws[0], g.KH = ws[2], g.KW = ws[3];
-  g.Ho = ys[2], g.Wo = ys[3];
-  g.G = a.groups, g.DG = a.deform_groups, g.Cg = g.C / g.G, g.Og = g.O / g.G, g.Cd = g.C / g.DG;
-  g.KK = g.KH * g.KW, g.P = g.Ho * g.Wo, g.HW = g.H * g.W;
-  g.sh = a.stride[0], g.sw = a.stride[1], g.ph = a.padding[0], g.pw = a.padding[1];
-  g.dh = a.dilation[0], g.dw = a.dilation[1];
-  KDET_CHECK(g.HW < (int64_t(1) << 31), "deform_conv2d: input plane ", g.H, "x", g.W, " too large");
-  return g;
+  return deform_geom(xs, ws, ys, a);
 }
 
 int64_t g_chunk_bytes = int64_t(1) << 20;

@@ -29,6 +29,7 @@
 #include "distill/loss_fitnet.h"
 #include "distill/loss_mgd.h"
 #include "engine/cuda/cuda_backend.h"
+#include "tests/cuda/cuda_test_util.h"
 #endif
 
 using namespace kdet;
@@ -48,27 +49,10 @@ TEST_CASE("[cuda] CUDA backend: not built") {
 
 namespace {
 
-const Device kGpu = Device::cuda(0);
-
-// Reports the skip and returns false when no GPU is usable.
-bool gpu_or_skip() {
-  if (cuda::gpu_available()) return true;
-  MESSAGE("no CUDA device: skipped (" << cuda::device_status() << ")");
-  return false;
-}
-#define KDET_REQUIRE_GPU() \
-  if (!gpu_or_skip()) return
-
 // f32 random tensor in [lo, hi).
 Tensor rndf(const Shape& s, uint64_t seed, double lo = -1.0, double hi = 1.0) {
   Generator g(seed);
   return rand_uniform(s, g, lo, hi, DType::F32);
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-  const Tensor ha = a.to(Device::cpu()).contiguous(), hb = b.to(Device::cpu()).contiguous();
-  return std::memcmp(ha.raw_data(), hb.raw_data(), ha.nbytes()) == 0;
 }
 
 void check_equal(const Tensor& gpu, const Tensor& cpu, const std::string& what) {
