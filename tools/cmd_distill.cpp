@@ -14,8 +14,6 @@
 #include "detectors/build.h"
 #include "distill/distiller.h"
 #include "engine/check.h"
-#include "engine/checkpoint.h"
-#include "engine/safetensors.h"
 #include "tools/commands.h"
 #include "tools/train_loop.h"
 
@@ -28,7 +26,8 @@ const char* kDistillUsage =
     "distill/distiller.h); [data] and [train] as for `kdet train`.\n"
     "  --work-dir DIR   checkpoints, log.jsonl, config.cfg, metrics.json, student.safetensors\n"
     "                   (default work_dirs/<config name>)\n"
-    "  --resume CKPT    continue a run from one of its checkpoints\n"
+    "  --resume CKPT    continue a run from one of its checkpoints (bit-identical to an uninterrupted run on CPU);\n"
+    "                   a work directory: its newest valid checkpoint (damaged ones are skipped)\n"
     "  --set k=v        override a config key (section.key; the key must exist)\n"
     "  --stop-at ITER   checkpoint and stop at iteration ITER\n";
 
@@ -43,7 +42,7 @@ int cmd_distill(int argc, char** argv) {
   train::TrainOptions opts;
   Config c = train::load_run_config(args, opts);
   const std::string& work_dir = args.work_dir;
-  std::string resume = args.resume;
+  const std::string& resume = args.resume;  // a checkpoint or a work dir (its newest valid checkpoint)
   const std::string& cfg_path = args.cfg_path;
   const bool quiet = args.quiet;
   kd::DistillConfig dc = kd::DistillConfig::from_config(c);
@@ -88,15 +87,6 @@ int cmd_distill(int argc, char** argv) {
   LRSchedule sched = train::build_lr_schedule(c, *opt, per_epoch, max_iters);
   c.check_all_used();
 
-  if (!resume.empty()) {
-    // MGD's masks are drawn per iteration: continue from the checkpoint's iteration.
-    resume = resolve_resume(resume, nullptr, false);  // a work dir: its newest valid checkpoint
-    SafetensorsFile f = load_safetensors(resume);
-    auto it = f.metadata.find("iter");
-    KDET_CHECK(it != f.metadata.end(), resume, ": no 'iter' in the checkpoint metadata");
-    dist.set_step(std::stoll(it->second));
-  }
-
   const std::string cfg_text = c.dump();
   {
     std::ofstream f(work_dir + "/config.cfg");
@@ -117,7 +107,9 @@ int cmd_distill(int argc, char** argv) {
   tr.state = [&] { return dist.state_dict(); };
   tr.load_state = [&](const TensorMap& sd) { dist.load_state_dict(sd); };
   tr.set_train = [&](bool on) { dist.train(on); };
-  tr.set_iteration = [&](int64_t it) { dist.set_step(it); };  // MGD masks follow the iteration (skips, resume)
+  // MGD's masks are drawn per iteration: they follow the loop's iteration, so a resumed run (or one with
+  // steps skipped for a NaN/Inf) draws what an uninterrupted one draws.
+  tr.set_iteration = [&](int64_t it) { dist.set_step(it); };
 
   std::vector<data::Detection> last_results;
   data::CocoMetrics last_metrics;

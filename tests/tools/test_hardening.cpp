@@ -466,6 +466,15 @@ TEST_CASE("kdet distill: a non-finite KD loss term stops naming that term and th
   CHECK_MESSAGE(out2.find("train: loss 'loss_mgd' is inf at iteration 2") != std::string::npos, out2);
   CHECK_MESSAGE(out2.find("Last good checkpoint: " + d + "/stop/iter_1.safetensors") != std::string::npos, out2);
   CHECK_FALSE(std::filesystem::exists(d + "/stop/iter_2.safetensors"));
+  // A truncated checkpoint given by name is refused with a message naming it.
+  {
+    const std::string full = hard_slurp(d + "/stop/iter_1.safetensors");
+    std::ofstream(d + "/bad.safetensors", std::ios::binary) << full.substr(0, full.size() - 100);
+  }
+  auto [rcb, outb] = run("bad", "train.max_iters=2 --resume " + d + "/bad.safetensors");
+  CHECK(rcb == 1);
+  CHECK_MESSAGE(outb.find(d + "/bad.safetensors") != std::string::npos, outb);
+  CHECK_MESSAGE(outb.find("truncated") != std::string::npos, outb);
   // skip: every step skipped (reason: loss_mgd), counted in the log, until max_skips_in_a_row.
   auto [rc3, out3] = run("skip", "train.max_iters=3 distill.alpha_mgd=1e39 train.nonfinite=skip");
   CHECK(rc3 == 1);
