@@ -142,10 +142,15 @@ DataSetup build_data(const Config& c, const std::string& work_dir, bool need_tra
   const std::string type = c.get_string("data.type", "coco");
   KDET_CHECK(type == "coco" || type == "synth", "data.type must be coco or synth, got '", type, "'");
   data::TransformConfig tf = transform_from_config(c);
-  const int bs = static_cast<int>(c.get_int("data.batch_size", 2));
-  const int workers = static_cast<int>(c.get_int("data.workers", 2));
-  const int ebs = static_cast<int>(c.get_int("data.eval_batch_size", 1));
-  KDET_CHECK(bs >= 1 && ebs >= 1 && workers >= 0, "data: batch_size/eval_batch_size must be >= 1, workers >= 0");
+  // Read as 64-bit and range-checked before narrowing: a huge value is named, not wrapped to a negative int.
+  auto count = [&](const char* key, int64_t def, int64_t lo) {
+    const int64_t v = c.get_int(key, def);
+    KDET_CHECK(v >= lo && v <= 1000000, key, " must be in [", lo, ", 1000000], got ", v);
+    return static_cast<int>(v);
+  };
+  const int bs = count("data.batch_size", 2, 1);
+  const int workers = count("data.workers", 2, 0);
+  const int ebs = count("data.eval_batch_size", 1, 1);
   const double flip = c.get_double("data.flip_ratio", 0.5);
   const int min_size = static_cast<int>(c.get_int("data.filter_min_size", 32));
   d.train_loader.transform = tf;

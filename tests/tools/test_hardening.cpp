@@ -486,3 +486,20 @@ TEST_CASE("kdet distill: a non-finite KD loss term stops naming that term and th
   CHECK_MESSAGE(lines[0].find("loss 'loss_mgd' is inf") != std::string::npos, lines[0]);
   CHECK_MESSAGE(lines[1].find("\"skipped_steps\":2") != std::string::npos, lines[1]);
 }
+
+TEST_CASE("train: a huge batch size or worker count is refused naming the value (not wrapped to a negative int)") {
+  auto error_for = [](const std::string& data_section) {
+    try {
+      train::build_data(Config::parse("[data]\ntype = synth\n" + data_section), "/tmp/kdet_hard_unused");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string e1 = error_for("batch_size = 1000000000000\n");
+  CHECK_MESSAGE(e1.find("data.batch_size must be in [1, 1000000], got 1000000000000") != std::string::npos, e1);
+  const std::string e2 = error_for("eval_batch_size = 4294967297\n");  // 2^32 + 1: would wrap to 1
+  CHECK_MESSAGE(e2.find("data.eval_batch_size must be in [1, 1000000], got 4294967297") != std::string::npos, e2);
+  const std::string e3 = error_for("workers = -1\n");
+  CHECK_MESSAGE(e3.find("data.workers must be in [0, 1000000], got -1") != std::string::npos, e3);
+}
