@@ -15,4 +15,10 @@ struct DcnBenchOptions {
 
 void run_dcn_section(const DcnBenchOptions& o);
 
+// `kdet_bench --cuda --only dcn`: the same cases on GPU 0 (f32, full precision unless tf32), each call timed
+// between device synchronisations, beside torchvision.ops.deform_conv2d on the same GPU (bench/torch_dcn.py
+// --device cuda) when o.torch and o.python has torch with CUDA. Returns non-zero when this build has no CUDA
+// backend or no GPU is usable.
+int run_dcn_cuda_section(const DcnBenchOptions& o, bool tf32 = false);
+
 }  // namespace kdet

@@ -338,6 +338,11 @@ int main(int argc, char** argv) {
   try {
     if (!det_case.empty()) return run_detector_case(det_case, dopt);
     if (cuda) {
+      if (only == "dcn") {  // --cuda --only dcn: deform_conv2d on the GPU beside torchvision's CUDA kernel
+        DcnBenchOptions o;
+        o.reps = copt.reps, o.warmup = copt.warmup, o.torch = torch, o.python = python;
+        return run_dcn_cuda_section(o, copt.tf32);
+      }
       copt.torch = torch;
       copt.python = python;
       return run_cuda_section(copt);

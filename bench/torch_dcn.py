@@ -6,6 +6,8 @@ up to --wait-idle seconds for a quiet machine before each case). FP32, NCHW, no 
 "fwdbwd" is the forward plus the backward of sum(y * gy) for the input, offset, (mask) and weight gradients.
 Prints one JSON object per line: {"name", "fwd_ms", "fwdbwd_ms", "fwd_min_ms", "fwdbwd_min_ms", "fwd_cpu_ms",
 "fwdbwd_cpu_ms" (process CPU time per call, all threads, warm-up included), "load"}.
+--device cuda (kdet_bench --cuda --only dcn): the same cases on the GPU, each call followed by
+torch.cuda.synchronize() (--tf32 allows TF32 in cuDNN / cuBLAS; torchvision's DCN kernel itself is plain f32).
 """
 import argparse
 import json
@@ -35,11 +37,24 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--only", default="")
     ap.add_argument("--wait-idle", type=float, default=20.0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tf32", action="store_true")
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    gpu = dev.type == "cuda"
+    if gpu:
+        if not torch.cuda.is_available():
+            sys.exit("torch_dcn.py: no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     only = set(x for x in args.only.split(",") if x)
-    print(json.dumps({"name": "info", "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    info = {"name": "info", "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if gpu:
+        info["device"] = torch.cuda.get_device_name(dev)
+    print(json.dumps(info), flush=True)
     for name, n, c, h, w, o, s, use_mask in CASES:
         if only and name not in only:
             continue
@@ -49,10 +64,13 @@ def main():
         off = torch.randn(n, 18, ho, wo) * 2.0
         mask = torch.rand(n, 9, ho, wo) if use_mask else None
         gy = torch.randn(n, o, ho, wo)
+        x, wt, off, gy = x.to(dev), wt.to(dev), off.to(dev), gy.to(dev)
+        mask = mask.to(dev) if use_mask else None
 
         def fwd():
             with torch.no_grad():
                 deform_conv2d(x, off, wt, None, stride=s, padding=1, mask=mask)
+            sync()
 
         leaves = [t.clone().requires_grad_() for t in (x, off, wt)]
         mg = mask.clone().requires_grad_() if use_mask else None
@@ -63,6 +81,7 @@ def main():
             if mg is not None:
                 mg.grad = None
             deform_conv2d(leaves[0], leaves[1], leaves[2], None, stride=s, padding=1, mask=mg).backward(gy)
+            sync()
 
         wait_idle(args.wait_idle)
         b0, s0, t0 = _busy(), _self(), time.perf_counter()
