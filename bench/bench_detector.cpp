@@ -90,8 +90,10 @@ data::Batch random_batch(int n, int size, Generator& g) {
   return random_detection_batch(n, size, size, size, size, kNumClasses, 4, g);
 }
 
-// conv2d / linear FLOPs (2 x MACs) of the graph that produced `roots`.
-double graph_flops(const std::vector<Var>& roots) {
+}  // namespace
+
+// conv2d / linear FLOPs (2 x MACs) of the graph that produced `roots` (declared in bench_detector.h).
+double bench::graph_flops(const std::vector<Var>& roots) {
   std::vector<const GradSlot*> stack;
   std::unordered_set<const Node*> seen;
   for (const Var& v : roots)
@@ -117,6 +119,8 @@ double graph_flops(const std::vector<Var>& roots) {
   return flops;
 }
 
+namespace {
+
 // Forward GFLOP of one size x size image (every parameter trainable and the input requiring a gradient, so
 // that every conv leaves a node with its input and weight shapes).
 double forward_gflop_per_image(int depth, const std::string& recipe, int size) {
@@ -133,16 +137,12 @@ double forward_gflop_per_image(int depth, const std::string& recipe, int size) {
   return graph_flops(roots) / 1e9;
 }
 
-// ---- child processes -----------------------------------------------------------------------------------
+}  // namespace
 
-struct ChildResult {
-  bool ok = false;
-  json j;
-  std::string error;
-};
+// ---- child processes (declared in bench_detector.h) -----------------------------------------------------
 
 // Runs argv (argv[0] = executable path), returns the last JSON line of its stdout.
-ChildResult run_child(const std::vector<std::string>& args) {
+bench::ChildResult bench::run_child(const std::vector<std::string>& args) {
   ChildResult r;
   int fd[2];
   if (pipe(fd) != 0) {
@@ -193,18 +193,20 @@ ChildResult run_child(const std::vector<std::string>& args) {
   return r;
 }
 
-bool python_has_torch(const std::string& python) {
+bool bench::python_has_torch(const std::string& python) {
   if (access(python.c_str(), X_OK) != 0) return false;
   const std::string probe = python + " -c 'import torch, torchvision' >/dev/null 2>&1";
   return std::system(probe.c_str()) == 0;
 }
 
-std::string self_exe(const char* argv0) {
+std::string bench::self_exe(const char* argv0) {
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n > 0) return std::string(buf, static_cast<size_t>(n));
   return argv0;
 }
+
+namespace {
 
 const char* pass_title(const std::string& pass) {
   return pass == "train" ? "train step, batch 2" : "inference, 1 image";

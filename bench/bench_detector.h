@@ -1,6 +1,10 @@
 // bench/bench_detector.h — the detector section of `make bench` (bench/bench_detector.cpp).
 #pragma once
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
+
+#include "engine/autograd.h"
 
 namespace kdet {
 
@@ -21,5 +25,23 @@ void run_detector_section(const DetectorBenchOptions& o, const char* argv0);
 // Child side: runs one case ("r50_train", "r18_infer", ...) and prints one JSON line on stdout. Returns the
 // exit status.
 int run_detector_case(const std::string& name, const DetectorBenchOptions& o);
+
+// Shared with the other per-process detector sections (bench/bench_two_stage.cpp).
+namespace bench {
+struct ChildResult {
+  bool ok = false;
+  nlohmann::json j;   // the last JSON line the child printed
+  std::string error;  // why !ok
+};
+// Runs args (args[0] = executable path) and waits for it; ok when it exits 0 with a JSON line on stdout.
+ChildResult run_child(const std::vector<std::string>& args);
+// Can `python` import torch and torchvision?
+bool python_has_torch(const std::string& python);
+// This executable's path (/proc/self/exe; argv0 as a fallback).
+std::string self_exe(const char* argv0);
+// conv2d / linear FLOPs (2 x MACs) of the graph that produced `roots` (every such node needs its weight slot:
+// count on a model with every parameter trainable).
+double graph_flops(const std::vector<Var>& roots);
+}  // namespace bench
 
 }  // namespace kdet

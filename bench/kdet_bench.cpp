@@ -1,12 +1,13 @@
 // bench/kdet_bench.cpp — `make bench`: this machine's FP32 peak, SGEMM and conv2d throughput, and the
 // same shapes in PyTorch (bench/torch_peers.py, when /usr/bin/python3 has torch) in the same run.
 //
-//   build/kdet_bench [--reps N] [--warmup N] [--no-torch] [--only conv|detector|dcn|roi|all|case,case] [--python PATH]
-//                    [--no-detector] [--no-dcn] [--no-roi] [--detector-size N] [--detector-reps N] [--detector-warmup N] ...
+//   build/kdet_bench [--reps N] [--warmup N] [--no-torch] [--only conv|detector|dcn|roi|frcnn|all|case,case] [--python PATH]
+//                    [--no-detector] [--no-dcn] [--no-roi] [--no-frcnn] [--detector-size N] [--detector-reps N] [--detector-warmup N] ...
 //
 // Sections: "conv" (this file), "detector" (bench/bench_detector.cpp: RetinaNet R18/R50-FPN train step and
 // inference, each case in its own process for peak RSS) and "dcn" (bench/bench_dcn.cpp: deformable conv beside
-// torchvision.ops.deform_conv2d). All run by default; --only picks sections, or conv2d case names (which select
+// torchvision.ops.deform_conv2d), "roi" (bench/bench_roi.cpp) and "frcnn" (bench/bench_two_stage.cpp: Faster R-CNN
+// R50-FPN train step and inference beside torchvision's FasterRCNN, each case in its own process). All run by default; --only picks sections, or conv2d case names (which select
 // the conv section only).
 //
 // FLOPs: 2·MACs; forward+backward = 3× forward (2× backward), or 2× when the input needs no gradient
@@ -42,6 +43,7 @@
 #include "bench/bench_dcn.h"
 #include "bench/bench_roi.h"
 #include "bench/bench_detector.h"
+#include "bench/bench_two_stage.h"
 #include "bench/bench_util.h"
 
 using namespace kdet;
@@ -288,9 +290,10 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows up line by line when redirected
   int reps = 9, warmup = 2;
   double wait_s = 20;
-  bool torch = true, conv = true, detector = true, dcn = true, roi = true;
-  std::string only, python = "/usr/bin/python3", det_case;
+  bool torch = true, conv = true, detector = true, dcn = true, roi = true, frcnn = true;
+  std::string only, python = "/usr/bin/python3", det_case, frcnn_case;
   DetectorBenchOptions dopt;
+  TwoStageBenchOptions fopt;
   CudaBenchOptions copt;
   bool cuda = false;
   for (int i = 1; i < argc; ++i) {
@@ -311,6 +314,13 @@ int main(int argc, char** argv) {
     else if (a == "--detector-models" && i + 1 < argc) dopt.models = argv[++i];
     else if (a == "--detector-passes" && i + 1 < argc) dopt.passes = argv[++i];
     else if (a == "--detector-case" && i + 1 < argc) det_case = argv[++i];  // internal: child process
+    else if (a == "--no-frcnn") frcnn = false;
+    else if (a == "--frcnn-config" && i + 1 < argc) fopt.config = argv[++i];
+    else if (a == "--frcnn-size" && i + 1 < argc) fopt.size = std::atoi(argv[++i]);
+    else if (a == "--frcnn-reps" && i + 1 < argc) fopt.reps = std::atoi(argv[++i]);
+    else if (a == "--frcnn-warmup" && i + 1 < argc) fopt.warmup = std::atoi(argv[++i]);
+    else if (a == "--frcnn-passes" && i + 1 < argc) fopt.passes = argv[++i];
+    else if (a == "--frcnn-case" && i + 1 < argc) frcnn_case = argv[++i];  // internal: child process
     else if (a == "--cuda") cuda = true;
     else if (a == "--cuda-depth" && i + 1 < argc) copt.depth = std::atoi(argv[++i]);
     else if (a == "--cuda-size" && i + 1 < argc) std::sscanf(argv[++i], "%dx%d", &copt.height, &copt.width);
@@ -325,18 +335,21 @@ int main(int argc, char** argv) {
           "                  [--wait-idle SECONDS (default 20)] [--no-detector]\n"
           "                  [--detector-size N (512)] [--detector-reps N (7)] [--detector-warmup N (1)]\n"
           "                  [--detector-recipe mmdet|torchvision] [--detector-models r18,r50]\n"
-          "                  [--detector-passes train,infer]\n"
+          "                  [--detector-passes train,infer] [--no-frcnn] [--frcnn-config PATH]\n"
+          "                  [--frcnn-size N (512)] [--frcnn-reps N (5)] [--frcnn-warmup N (1)] [--frcnn-passes train,infer]\n"
           "       kdet_bench --cuda [--cuda-depth 50] [--cuda-size 800x1333] [--cuda-batch 2] [--cuda-reps 20]\n"
           "                  [--cuda-warmup 5] [--cuda-tf32] [--cuda-benchmark] [--no-torch] [--python PATH]\n"
           "                  (GPU RetinaNet training step beside bench/torch_retinanet_gpu.py)\n"
           "  --only: conv | detector | dcn | roi | all, or conv2d case names (a,b; implies conv only); --no-dcn skips\n"
           "  the deformable-conv section (bench/bench_dcn.cpp, beside torchvision.ops.deform_conv2d), --no-roi the\n"
-          "  RoIAlign section (bench/bench_roi.cpp, beside torchvision.ops.roi_align)\n");
+          "  RoIAlign section (bench/bench_roi.cpp, beside torchvision.ops.roi_align), --no-frcnn the Faster R-CNN\n"
+          "  section (bench/bench_two_stage.cpp, beside torchvision's FasterRCNN; --only frcnn runs just that)\n");
       return a == "--help" ? 0 : 2;
     }
   }
   try {
     if (!det_case.empty()) return run_detector_case(det_case, dopt);
+    if (!frcnn_case.empty()) return run_two_stage_case(frcnn_case, fopt);
     if (cuda) {
       if (only == "dcn") {  // --cuda --only dcn: deform_conv2d on the GPU beside torchvision's CUDA kernel
         DcnBenchOptions o;
@@ -354,13 +367,15 @@ int main(int argc, char** argv) {
     {
       std::stringstream ss(only);
       std::string t;
-      bool sections = false, cases = false, want_conv = false, want_det = false, want_dcn = false, want_roi = false;
+      bool sections = false, cases = false, want_conv = false, want_det = false, want_dcn = false, want_roi = false,
+           want_frcnn = false;
       while (std::getline(ss, t, ',')) {
         if (t == "conv") sections = want_conv = true;
         else if (t == "detector") sections = want_det = true;
         else if (t == "dcn") sections = want_dcn = true;
         else if (t == "roi") sections = want_roi = true;
-        else if (t == "all") sections = want_conv = want_det = want_dcn = want_roi = true;
+        else if (t == "frcnn") sections = want_frcnn = true;
+        else if (t == "all") sections = want_conv = want_det = want_dcn = want_roi = want_frcnn = true;
         else if (!t.empty()) cases = true, sel.insert(t);
       }
       if (sections || cases) {
@@ -368,6 +383,7 @@ int main(int argc, char** argv) {
         detector = detector && want_det;
         dcn = dcn && want_dcn;
         roi = roi && want_roi;
+        frcnn = frcnn && want_frcnn;
       }
     }
     const std::string conv_only = [&] {
@@ -396,6 +412,11 @@ int main(int argc, char** argv) {
       RoiBenchOptions o;
       o.torch = torch, o.python = python, o.wait_s = wait_s;
       run_roi_section(o);
+    }
+    if (frcnn) {
+      if (conv || detector || dcn || roi) std::printf("\n");
+      fopt.torch = torch, fopt.python = python, fopt.wait_s = wait_s;
+      run_two_stage_section(fopt, argv[0]);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kdet_bench: %s\n", e.what());

@@ -66,6 +66,19 @@ def count_gflop(model, size):
     """Forward GFLOP of one image (conv + linear, 2 x MACs), with forward hooks."""
     import torch
 
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        g = hooked_gflop(model, lambda: model([torch.rand(3, size, size)]))
+    model.train(was)
+    return g
+
+
+def hooked_gflop(model, fn):
+    """GFLOP (conv + linear, 2 x MACs) of the forward that fn() runs on `model`, counted with forward hooks (also
+    used by bench/torch_faster_rcnn.py)."""
+    import torch
+
     total = [0.0]
 
     def hook(m, inp, out):
@@ -77,14 +90,24 @@ def count_gflop(model, size):
 
     hs = [m.register_forward_hook(hook) for m in model.modules()
           if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        model([torch.rand(3, size, size)])
-    model.train(was)
+    fn()
     for h in hs:
         h.remove()
     return total[0] / 1e9
+
+
+def random_targets(s, n=2, label_lo=0, label_hi=80):
+    """n images 3 x s x s (uniform [0, 1)) and 4 random boxes each (side s/16..s/2, inside), labels in
+    [label_lo, label_hi) (also used by bench/torch_faster_rcnn.py)."""
+    import torch
+
+    images = [torch.rand(3, s, s) for _ in range(n)]
+    targets = []
+    for _ in range(n):
+        wh = torch.empty(4, 2).uniform_(s / 16, s / 2)
+        xy = torch.rand(4, 2) * (s - wh)
+        targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(label_lo, label_hi, (4,))})
+    return images, targets
 
 
 def main():
@@ -111,12 +134,7 @@ def main():
 
     if pass_name == "train":
         model.train()
-        images = [torch.rand(3, s, s) for _ in range(2)]
-        targets = []
-        for _ in range(2):
-            wh = torch.empty(4, 2).uniform_(s / 16, s / 2)
-            xy = torch.rand(4, 2) * (s - wh)
-            targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(0, 80, (4,))})
+        images, targets = random_targets(s)
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
                               weight_decay=1e-4)
         first = {}
