@@ -5,6 +5,7 @@
 
 #include "detectors/anchors.h"
 #include "detectors/retina_head.h"
+#include "detectors/two_stage.h"
 #include "detectors/types.h"
 #include "engine/check.h"
 #include "engine/ops/elementwise.h"
@@ -119,6 +120,9 @@ DistillConfig DistillConfig::defaults(KdMethod m, const std::string& student_arc
   }
   // The inheriting strategy needs the same neck and heads: on for same-family pairs (§0: off for
   // Cascade -> Faster).
+  // Logit KD on a two-stage student: the R-CNN head's softmax logits (§8b "RoI heads with K+1 classes");
+  // its dense head is the RPN (1 objectness logit per anchor), which carries no class knowledge.
+  c.logit_target = two_stage ? LogitTarget::RoI : LogitTarget::Dense;
   c.inherit = (m == KdMethod::FGD || m == KdMethod::MGD || m == KdMethod::AMD || m == KdMethod::DMKD) &&
               student_arch == teacher_arch;
   return c;
@@ -197,10 +201,28 @@ DistillConfig DistillConfig::from_config(const Config& c, const std::string& sec
                                         : FitNetReduction::SumOverBatch;
       break;
     }
-    case KdMethod::LogitKD:
+    case KdMethod::LogitKD: {
       d.logit.T = c.get_double(k("T"), d.logit.T);
       d.logit_weight = c.get_double(k("loss_weight"), d.logit_weight);
+      const std::string tg = c.get_string(k("logit_kd_target"), d.logit_target == LogitTarget::RoI ? "roi" : "dense");
+      KDET_CHECK(tg == "roi" || tg == "dense", k("logit_kd_target"), " must be roi or dense, got '", tg, "'");
+      d.logit_target = tg == "roi" ? LogitTarget::RoI : LogitTarget::Dense;
+      if (d.logit_target == LogitTarget::RoI) {
+        const std::string r = c.get_string(k("reduction"), "batchmean");
+        KDET_CHECK(r == "batchmean" || r == "classmean" || r == "sum", k("reduction"),
+                   " must be batchmean, classmean or sum, got '", r, "'");
+        d.roi_reduction = r == "classmean" ? KLReduction::ClassMean : r == "sum" ? KLReduction::Sum : KLReduction::BatchMean;
+        const std::string st = c.get_string(k("roi_teacher_stage"), "last");
+        if (st == "last") d.roi_teacher_stage = kRoITeacherLast;
+        else if (st == "mean") d.roi_teacher_stage = kRoITeacherMean;
+        else {
+          KDET_CHECK(!st.empty() && st.size() <= 2 && std::all_of(st.begin(), st.end(), [](char ch) { return ch >= '0' && ch <= '9'; }),
+                     k("roi_teacher_stage"), " must be last, mean or a stage index, got '", st, "'");
+          d.roi_teacher_stage = std::stoi(st);
+        }
+      }
       break;
+    }
   }
   return d;
 }
@@ -217,8 +239,25 @@ Distiller::Distiller(std::unique_ptr<Detector> teacher, std::unique_ptr<Detector
   // Default taps: the outputs of neck.fpn_convs.{i}.conv (§0): every FPN level of a one-stage detector
   // (P3-P7), P2-P5 of a two-stage one (its max-pooled P6 is not distilled); logit KD: every level's
   // classification logits.
+  if (roi_logit()) {
+    // RoI logit KD reads the R-CNN heads' logits, not taps (distiller.h).
+    KDET_CHECK(cfg_.taps.empty() && cfg_.teacher_taps.empty(), "Distiller: logit_kd with logit_kd_target = roi reads "
+               "the R-CNN heads' RoI logits; taps / teacher_taps must not be set (set logit_kd_target = dense to "
+               "distil tapped dense-head logits)");
+    KDET_CHECK(sc.two_stage() && tc.two_stage(), "Distiller: logit_kd_target = roi needs a two-stage student and "
+               "teacher (got a ", sc.arch(), " student and a ", tc.arch(), " teacher; use logit_kd_target = dense)");
+    KDET_CHECK(sc.num_classes() == tc.num_classes(), "Distiller: RoI logit KD needs the same classes: the student "
+               "has ", sc.num_classes(), ", the teacher ", tc.num_classes());
+    auto* t2 = dynamic_cast<const TwoStageDetector*>(teacher_.get());
+    KDET_CHECK(t2 != nullptr, "Distiller: RoI logit KD: the ", tc.arch(), " teacher is not a TwoStageDetector");
+    const int ns = static_cast<int>(t2->config().roi.stages.size());
+    KDET_CHECK(cfg_.roi_teacher_stage == kRoITeacherLast || cfg_.roi_teacher_stage == kRoITeacherMean ||
+                   (cfg_.roi_teacher_stage >= 0 && cfg_.roi_teacher_stage < ns),
+               "Distiller: roi_teacher_stage ", cfg_.roi_teacher_stage, " out of range (the ", tc.arch(),
+               " teacher has ", ns, " R-CNN stage(s))");
+  }
   std::vector<std::string> sn = cfg_.taps;
-  if (sn.empty()) {
+  if (sn.empty() && !roi_logit()) {
     const bool logit = cfg_.method == KdMethod::LogitKD;
     int64_t L = sc.tap_levels(logit ? TapKind::ClsScore : TapKind::Neck);
     if (!logit && sc.two_stage()) L -= 1;
@@ -368,13 +407,25 @@ DetectorTaps Distiller::teacher_forward(const Tensor& images) {
   return teacher_->forward(Var(images));
 }
 
+Tensor Distiller::teacher_roi_logits(const DetectorTaps& tt, const Tensor& rois, const std::vector<ImageGeometry>& geo) {
+  auto* t2 = dynamic_cast<TwoStageDetector*>(teacher_.get());
+  KDET_CHECK(t2 != nullptr, "teacher_roi_logits: the ", teacher_->arch(), " teacher has no R-CNN head");
+  KDET_CHECK(!tt.neck.empty(), "teacher_roi_logits: the teacher taps have no FPN features (run teacher_forward)");
+  NoGradGuard ng;
+  teacher_->eval();
+  RoIHead& rh = t2->roi_head();
+  if (cfg_.roi_teacher_stage == kRoITeacherMean) return rh.forward_rois(tt.neck, rois, geo).cls_score.data();
+  const int stage = cfg_.roi_teacher_stage == kRoITeacherLast ? rh.num_stages() - 1 : cfg_.roi_teacher_stage;
+  return rh.forward_stage(stage, tt.neck, rois.to(DType::F32).contiguous()).cls_score.data();
+}
+
 Tensor Distiller::teacher_per_image_loss(const data::Batch& b, const DetectorTaps& taps) {
   NoGradGuard ng;
   return teacher_->per_image_loss(b, taps);
 }
 
 KdResult Distiller::run_kd(const data::Batch& b, const std::vector<Var>& S, const std::vector<Tensor>& T,
-                           const DetectorTaps& ttaps, Tensor* teacher_loss, MidSink* mid) {
+                           const DetectorTaps& staps, DetectorTaps& ttaps, Tensor* teacher_loss, MidSink* mid) {
   switch (cfg_.method) {
     case KdMethod::FitNet: return static_cast<FitNetLoss&>(*kd_).forward(S, T, mid);
     case KdMethod::FGD: {
@@ -412,6 +463,23 @@ KdResult Distiller::run_kd(const data::Batch& b, const std::vector<Var>& S, cons
       return static_cast<AIDLoss&>(*kd_).forward(S, T, lt, mid);
     }
     case KdMethod::LogitKD: {
+      if (cfg_.logit_target == LogitTarget::RoI) {
+        // The student's R-CNN logits on the RoIs it sampled this step; the teacher's on the same RoIs.
+        const Var& s = staps.roi_cls_score;
+        KDET_CHECK(s.defined() && staps.rois.defined(), "Distiller: RoI logit KD: the ", student_->arch(),
+                   " student's loss() returned no RoI logits");
+        const Tensor t = teacher_roi_logits(ttaps, staps.rois, Detector::geometry(b));
+        ttaps.rois = staps.rois;
+        ttaps.roi_cls_score = Var(t);
+        KdResult r;
+        if (s.size(0) == 0) {  // no sampled RoI (no proposal and no GT): nothing to distil
+          r.loss = sum(s) * 0.0;
+          return r;
+        }
+        r = logit_kd_kl(s, t, LogitKLConfig{cfg_.logit.T, cfg_.roi_reduction}, mid);
+        r.loss = r.loss * cfg_.logit_weight;
+        return r;
+      }
       const int64_t K = student_->dense_cls_channels();
       Var s = RetinaHead::flatten_levels(S, K);
       Tensor t;
@@ -441,7 +509,7 @@ LossList Distiller::loss(const data::Batch& b, Extra* extra, MidSink* mid) {
     T.push_back(tap_value(tt, t_taps_[i]).data());
   }
   Tensor tl;
-  KdResult kd = run_kd(b, S, T, tt, &tl, mid);
+  KdResult kd = run_kd(b, S, T, st, tt, &tl, mid);
   ++step_;
   const auto names = kd_component_names(cfg_.method);
   switch (cfg_.method) {

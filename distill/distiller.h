@@ -38,7 +38,17 @@
 //   the student (the "inheriting strategy" of FGD/MGD); teacher and student must be the same kind of
 //   detector; any missing/extra/mis-shaped key is an error listing all.
 // * The teacher and the student may be different detectors (e.g. Cascade R-CNN -> Faster R-CNN) for
-//   every feature-level method; logit_kd needs cls_score taps of equal shape.
+//   every feature-level method; dense logit_kd needs cls_score taps of equal shape.
+// * RoI logit KD (logit_kd with logit_kd_target = roi, the default for two-stage students; both detectors
+//   two-stage with the same num_classes): the softmax KL of §8b between the student's RoI class logits
+//   [R, C+1] (background last) on the RoIs its first R-CNN stage sampled in this step (Cascade student:
+//   stage 0) and the teacher's RoI logits on the SAME RoIs (the teacher's RoI head run on the teacher's
+//   FPN features under a NoGradGuard: constants, no graph): L = w·T²·(1/R)·Σ_i KL(softmax(t_i/T) ‖
+//   softmax(s_i/T)) (batchmean; classmean / sum selectable). A Cascade teacher's logits come from ONE
+//   documented rule (the spec, §6f/§8b, does not say which stage): by default its LAST stage's head on
+//   the student's RoIs (same RoIs, so rows correspond); roi_teacher_stage = <i> picks stage i, = mean the
+//   test-time rule (forward_rois: the stages' mean logits, each later stage on the RoIs its predecessor
+//   regressed).
 #pragma once
 #include <memory>
 #include <string>
@@ -79,6 +89,13 @@ TapRef parse_tap(const std::string& name);
 // The tapped tensor of a forward pass (levels and channels: Detector::tap_levels / tap_channels).
 const Var& tap_value(const DetectorTaps& taps, const TapRef& t);
 
+// Where logit_kd applies: the dense head's per-anchor logits (sigmoid BCE; one-stage default) or the
+// R-CNN head's per-RoI softmax logits (two-stage default).
+enum class LogitTarget { Dense, RoI };
+// DistillConfig::roi_teacher_stage values besides a stage index.
+constexpr int kRoITeacherLast = -1;  // the teacher's last R-CNN stage (Faster: its only one)
+constexpr int kRoITeacherMean = -2;  // the teacher's test-time logits (Cascade: mean over the stages)
+
 struct DistillConfig {
   KdMethod method = KdMethod::FGD;
   std::vector<std::string> taps;          // student taps; empty: neck.0..neck.{L-1} (logit_kd: cls_score.*)
@@ -98,6 +115,9 @@ struct DistillConfig {
   FitNetConfig fitnet;
   LogitBCEConfig logit;  // avg_factor is set per batch (number of anchor rows); T from the config
   double logit_weight = 1.0;
+  LogitTarget logit_target = LogitTarget::Dense;     // defaults(): RoI for two-stage students
+  KLReduction roi_reduction = KLReduction::BatchMean;  // RoI logit KD (T = logit.T)
+  int roi_teacher_stage = kRoITeacherLast;           // kRoITeacherLast, kRoITeacherMean or a stage index
 
   // The spec's defaults for `method` on RetinaNet (kd_losses.md §1d, §2d, §3b, §4b, §5, §6, §7, §8):
   // loss weights, temperatures, mask ratios, and inherit = true for fgd/mgd/amd/dmkd.
@@ -114,7 +134,9 @@ struct DistillConfig {
   //   ssim: loss_weight window_size sigma
   //   fbkd/aid: temp_s temp_c w_feat w_channel w_spatial w_nonlocal use_channel_mask (aid: beta)
 //             nonlocal_inter, nonlocal_pool (one per tap; default the spec's (64,8) (64,4) (128,2)...)
-  //   fitnet: loss_weight reduction(sum_over_batch|mean|sum)     logit_kd: T loss_weight
+  //   fitnet: loss_weight reduction(sum_over_batch|mean|sum)
+  //   logit_kd: T loss_weight logit_kd_target(roi|dense; default roi for a two-stage student, else dense)
+  //             and, for roi: reduction(batchmean|classmean|sum) roi_teacher_stage(last|mean|<i>)
   // plus [teacher] weights.
   static DistillConfig from_config(const Config& c, const std::string& section = "distill");
 };
@@ -157,6 +179,11 @@ class Distiller {
 
   // The teacher's taps for a batch: constants (no graph), computed under a NoGradGuard.
   DetectorTaps teacher_forward(const Tensor& images);
+  // RoI logit KD: the teacher's R-CNN class logits [R, C+1] on given RoIs [R, 5] (grouped by ascending
+  // image), from its FPN features `teacher_taps.neck` (teacher_forward), with the stage rule of
+  // config().roi_teacher_stage; under a NoGradGuard (a constant). Two-stage teachers only.
+  Tensor teacher_roi_logits(const DetectorTaps& teacher_taps, const Tensor& rois,
+                            const std::vector<ImageGeometry>& geo);
   // The teacher's own detection loss (loss_cls + loss_bbox) on each image of the batch alone
   // (per-image avg_factor), no grad: [N] f32 (AID's L_T) = teacher().per_image_loss.
   Tensor teacher_per_image_loss(const data::Batch& b, const DetectorTaps& taps);
@@ -165,6 +192,7 @@ class Distiller {
     DetectorTaps student_taps, teacher_taps;
     KdResult kd;
     Tensor teacher_loss;  // AID only
+    // RoI logit KD: teacher_taps.roi_cls_score / rois are the teacher's logits on the student's RoIs.
   };
   // Student detection losses followed by the KD components (kd_component_names). `mid` collects the
   // KD module's intermediates (visualisation); `extra` the raw taps and KD result.
@@ -172,7 +200,8 @@ class Distiller {
 
  private:
   KdResult run_kd(const data::Batch& b, const std::vector<Var>& S, const std::vector<Tensor>& T,
-                  const DetectorTaps& ttaps, Tensor* teacher_loss, MidSink* mid);
+                  const DetectorTaps& staps, DetectorTaps& ttaps, Tensor* teacher_loss, MidSink* mid);
+  bool roi_logit() const { return cfg_.method == KdMethod::LogitKD && cfg_.logit_target == LogitTarget::RoI; }
 
   std::unique_ptr<Detector> teacher_, student_;
   DistillConfig cfg_;
