@@ -219,9 +219,9 @@ void run_two_stage_section(const TwoStageBenchOptions& o, const char* argv0) {
   std::printf("  kdet: mmdet semantics (stem + layer1 frozen, BN eval with trainable affine, FPN P2-P6, RPN proposals "
               "train 2000/level -> NMS 0.7 -> 1000, test 1000 -> 1000; R-CNN 512 RoIs @ 25%% positive, RoIAlign 7x7 "
               "aligned, adaptive sampling; L1 box losses)\n"
-              "  torch: torchvision FasterRCNN, same numbers where it has the knob (FrozenBatchNorm2d, trainable_layers "
-              "3, MultiScaleRoIAlign sampling_ratio 0 but aligned=False; smooth-L1 box losses; its transform "
-              "normalises and resizes 1.0x inside the timed step)\n");
+              "  torch: torchvision FasterRCNN, same numbers where it has the knob (BatchNorm2d in eval mode, "
+              "trainable_layers 3, mmdet's init; MultiScaleRoIAlign sampling_ratio 0 but aligned=False; smooth-L1 box "
+              "losses; its transform normalises and resizes 1.0x inside the timed step)\n");
 
   struct Row {
     std::string pass;

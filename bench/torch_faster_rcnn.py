@@ -8,9 +8,11 @@ One case per process (the C++ bench starts one process per case, so that ru_maxr
 The model is torchvision's FasterRCNN with a ResNet-50-FPN backbone (= fasterrcnn_resnet50_fpn(weights=None)),
 configured as close to MMDetection's faster_rcnn_r50_fpn_1x_coco (configs/faster_rcnn_r50_fpn_1x.cfg) as
 torchvision's knobs allow:
-  backbone  resnet_fpn_backbone('resnet50', weights=None, norm_layer=FrozenBatchNorm2d, trainable_layers=3): stem +
-            layer1 frozen and BN frozen (mmdet: frozen_stages=1, norm_eval=True; mmdet's BN affine stays trainable,
-            FrozenBatchNorm2d's does not), FPN 256 on C2..C5 + max-pool P6 (mmdet: num_outs 5, P6 = max-pool).
+  backbone  resnet_fpn_backbone('resnet50', weights=None, norm_layer=BatchNorm2d, trainable_layers=3) with every
+            BatchNorm2d put in eval mode after model.train() (--norm eval, the default): stem + layer1 frozen, BN
+            statistics frozen, BN affine trainable in layer2..4 = mmdet frozen_stages=1, norm_eval=True.
+            --norm frozen uses FrozenBatchNorm2d instead (torchvision's recipe with pretrained weights: the affine is
+            frozen too, so BN needs no backward). FPN 256 on C2..C5 + max-pool P6 (mmdet: num_outs 5, P6 = max-pool).
   RPN       3 anchors (ratios 0.5/1/2) of 32..512 px on P2..P6 (mmdet: scale 8 x strides 4..64); 256 sampled
             anchors @ 50%, IoU 0.7 / 0.3; proposals train: 2000 per level -> NMS 0.7 per level -> 1000 per image
             (torchvision's default post_nms_top_n_train is 2000; set to mmdet's 1000), test 1000 -> 1000.
@@ -73,15 +75,14 @@ def init_like_mmdet(model):
     import torch
     from torch import nn
 
-    body = model.backbone.body
-    for name, m in body.named_modules():
-        if name.endswith("bn3"):
-            m.weight.zero_()  # FrozenBatchNorm2d: a buffer
-    for m in model.backbone.fpn.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
     with torch.no_grad():
+        for name, m in model.backbone.body.named_modules():
+            if name.endswith("bn3"):
+                m.weight.zero_()  # a parameter (BatchNorm2d) or a buffer (FrozenBatchNorm2d)
+        for m in model.backbone.fpn.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
         for fc in (model.roi_heads.box_head.fc6, model.roi_heads.box_head.fc7):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
@@ -92,14 +93,25 @@ def init_like_mmdet(model):
         nn.init.zeros_(pred.bbox_pred.bias)
 
 
-def build(size, classes, init):
+def set_norm_eval(model):
+    """mmdet norm_eval=True: every BatchNorm2d in eval mode (running statistics used and kept) while training."""
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
+def build(size, classes, init, norm):
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
     from torchvision.ops import MultiScaleRoIAlign
     from torchvision.ops import misc as misc_nn_ops
 
-    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=misc_nn_ops.FrozenBatchNorm2d,
-                                   trainable_layers=3)
+    from torch import nn
+
+    norm_layer = {"eval": nn.BatchNorm2d, "frozen": misc_nn_ops.FrozenBatchNorm2d}[norm]
+    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=norm_layer, trainable_layers=3)
     roi_pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=0)
     model = FasterRCNN(backbone, num_classes=classes + 1, min_size=size, max_size=size,
                       rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=1000,
@@ -121,6 +133,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--classes", type=int, default=80)
+    ap.add_argument("--norm", default="eval", choices=["eval", "frozen"],
+                    help="eval: nn.BatchNorm2d kept in eval mode, affine trainable in layer2-4 (mmdet norm_eval, the "
+                         "default); frozen: FrozenBatchNorm2d (torchvision's pretrained recipe, affine frozen too)")
     ap.add_argument("--init", default="mmdet", choices=["mmdet", "torchvision"],
                     help="mmdet: init_like_mmdet (default); torchvision: torchvision's own random init")
     args = ap.parse_args()
@@ -131,14 +146,15 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     s, classes = args.size, args.classes
-    model = build(s, classes, args.init)
+    model = build(s, classes, args.init, args.norm)
     out = {"name": args.case, "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "norm": args.norm}
     rois = [0]
     model.roi_heads.box_roi_pool.register_forward_hook(lambda m, i, o: rois.__setitem__(0, int(o.shape[0])))
 
     if args.case == "train":
         model.train()
+        set_norm_eval(model)
         images, targets = random_targets(s, 2, 1, classes + 1)  # 0 is torchvision's background
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
                               weight_decay=1e-4)
