@@ -32,7 +32,7 @@ endif
 # visible (nvidia-smi -L). On a machine with the toolkit but no GPU the default build stays CPU-only and
 # `make test` compiles the CUDA build on the side (cuda-build-check) so that CI catches build breaks.
 # CUDA=1 forces the backend in (the binary still runs on the CPU when no GPU is present).
-CUDA_BACKEND_SRC := $(wildcard engine/cuda/*.cu engine/ops/*_cuda.cu detectors/*_cuda.cu)
+CUDA_BACKEND_SRC := $(wildcard engine/cuda/*.cu engine/ops/*_cuda.cu detectors/*_cuda.cu distill/*_cuda.cu)
 HAVE_NVCC := $(shell test -x $(NVCC) && echo 1)
 HAVE_CUDNN := $(shell (test -f $(CUDA_HOME)/include/cudnn.h || test -f /usr/local/include/cudnn.h || test -f /usr/include/cudnn.h) && echo 1)
 HAVE_CUBLAS := $(shell (ls $(CUDA_HOME)/lib64/libcublas.so* >/dev/null 2>&1) && echo 1)

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "distill/kd_common_cuda.h"
+#include "engine/backend.h"
 #include "engine/ops/compare.h"
 #include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
@@ -87,11 +89,18 @@ void plane_stats_cpu(const T* f, int64_t N, int64_t C, int64_t HW, T* asp, T* ac
 // {sp, ch} (each only when asked for) of f [N, C, H, W].
 std::pair<Tensor, Tensor> abs_means_impl(const Tensor& f, bool want_sp, bool want_ch, const char* who) {
   KDET_CHECK(f.ndim() == 4, who, ": expects [N, C, H, W], got ", f.desc());
-  KDET_CHECK(f.device().is_cpu(), who, ": CPU only (got ", f.desc(), ")");
   const Tensor fc = f.contiguous();
   const int64_t N = f.size(0), C = f.size(1), H = f.size(2), W = f.size(3);
-  Tensor sp = want_sp ? Tensor::empty({N, H, W}, f.dtype()) : Tensor();
-  Tensor ch = want_ch ? Tensor::empty({N, C}, f.dtype()) : Tensor();
+  Tensor sp = want_sp ? Tensor::empty({N, H, W}, f.dtype(), f.device()) : Tensor();
+  Tensor ch = want_ch ? Tensor::empty({N, C}, f.dtype(), f.device()) : Tensor();
+  if (!f.device().is_cpu()) {
+    if (!(KDET_CUDA && f.device().is_cuda())) no_kernel(who, f.device());
+#if KDET_CUDA
+    Tensor sp2 = want_sp ? sp.view({N, H * W}) : Tensor(), none;
+    cuda::kd_plane_stats(fc, sp2, ch, none, none);
+#endif
+    return {sp, ch};
+  }
   dispatch_float(f.dtype(), who, [&](auto tag) {
     using T = decltype(tag);
     plane_stats_cpu<T>(fc.data<T>(), N, C, H * W, want_sp ? sp.data<T>() : nullptr, want_ch ? ch.data<T>() : nullptr,
@@ -104,7 +113,14 @@ std::pair<Tensor, Tensor> abs_means_impl(const Tensor& f, bool want_sp, bool wan
 Tensor abs_mean_backward(const Tensor& f, const Tensor& g, bool over_c) {
   const int64_t N = f.size(0), C = f.size(1), HW = f.size(2) * f.size(3);
   const Tensor gc = g.contiguous();
-  Tensor dx = Tensor::empty(f.shape(), f.dtype());
+  Tensor dx = Tensor::empty(f.shape(), f.dtype(), f.device());
+  if (!f.device().is_cpu()) {
+    if (!(KDET_CUDA && f.device().is_cuda())) no_kernel("kd_abs_mean backward", f.device());
+#if KDET_CUDA
+    cuda::kd_abs_mean_backward(f, gc, over_c, dx);
+#endif
+    return dx;
+  }
   dispatch_float(f.dtype(), "kd_abs_mean backward", [&](auto tag) {
     using T = decltype(tag);
     const T* pf = f.data<T>();
@@ -156,29 +172,46 @@ Var abs_mean_spatial(const Var& f) {
 std::pair<Tensor, Tensor> abs_means(const Tensor& f) { return abs_means_impl(f, true, true, "kd_abs_means"); }
 
 std::pair<Var, Var> signed_means(const Var& f, std::pair<Tensor, Tensor>* abs_out) {
-  KDET_CHECK(f.ndim() == 4 && f.device().is_cpu(), "kd_signed_means: expects a CPU [N, C, H, W] input, got ",
-             f.data().desc());
+  KDET_CHECK(f.ndim() == 4, "kd_signed_means: expects an [N, C, H, W] input, got ", f.data().desc());
   const Tensor fc = f.data().contiguous();
   const int64_t N = f.size(0), C = f.size(1), H = f.size(2), W = f.size(3), HW = H * W;
-  Tensor packed = Tensor::empty({N, C + HW}, f.dtype());  // [mean_hw f | mean_c f] per image
-  Tensor sch = Tensor::empty({N, C}, f.dtype()), ssp = Tensor::empty({N, HW}, f.dtype());
-  Tensor asp = abs_out ? Tensor::empty({N, H, W}, f.dtype()) : Tensor();
-  Tensor ach = abs_out ? Tensor::empty({N, C}, f.dtype()) : Tensor();
-  dispatch_float(f.dtype(), "kd_signed_means", [&](auto tag) {
-    using T = decltype(tag);
-    plane_stats_cpu<T>(fc.data<T>(), N, C, HW, abs_out ? asp.data<T>() : nullptr, abs_out ? ach.data<T>() : nullptr,
-                       ssp.data<T>(), sch.data<T>());
-    T* pk = packed.data<T>();
-    for (int64_t n = 0; n < N; ++n) {
-      std::copy_n(sch.data<T>() + n * C, C, pk + n * (C + HW));
-      std::copy_n(ssp.data<T>() + n * HW, HW, pk + n * (C + HW) + C);
-    }
-  });
+  const Device dev = f.device();
+  Tensor packed = Tensor::empty({N, C + HW}, f.dtype(), dev);  // [mean_hw f | mean_c f] per image
+  Tensor asp = abs_out ? Tensor::empty({N, H, W}, f.dtype(), dev) : Tensor();
+  Tensor ach = abs_out ? Tensor::empty({N, C}, f.dtype(), dev) : Tensor();
+  if (!dev.is_cpu()) {
+    if (!(KDET_CUDA && dev.is_cuda())) no_kernel("kd_signed_means", dev);
+#if KDET_CUDA
+    Tensor sch = packed.slice(1, 0, C), ssp = packed.slice(1, C, C + HW);  // written in place
+    Tensor asp2 = abs_out ? asp.view({N, HW}) : Tensor();
+    cuda::kd_plane_stats(fc, asp2, ach, ssp, sch);
+#endif
+  } else {
+    Tensor sch = Tensor::empty({N, C}, f.dtype()), ssp = Tensor::empty({N, HW}, f.dtype());
+    dispatch_float(f.dtype(), "kd_signed_means", [&](auto tag) {
+      using T = decltype(tag);
+      plane_stats_cpu<T>(fc.data<T>(), N, C, HW, abs_out ? asp.data<T>() : nullptr, abs_out ? ach.data<T>() : nullptr,
+                         ssp.data<T>(), sch.data<T>());
+      T* pk = packed.data<T>();
+      for (int64_t n = 0; n < N; ++n) {
+        std::copy_n(sch.data<T>() + n * C, C, pk + n * (C + HW));
+        std::copy_n(ssp.data<T>() + n * HW, HW, pk + n * (C + HW) + C);
+      }
+    });
+  }
   if (abs_out) *abs_out = {asp, ach};
   Var all = record("kd_signed_means", packed, {&f}, [shape = f.shape()](const Tensor& g, Grads& gr) {
     const int64_t N = shape[0], C = shape[1], HW = shape[2] * shape[3];
     const Tensor gc = g.contiguous();
-    Tensor dx = Tensor::empty(shape, g.dtype());
+    Tensor dx = Tensor::empty(shape, g.dtype(), g.device());
+    if (!g.device().is_cpu()) {
+      if (!(KDET_CUDA && g.device().is_cuda())) no_kernel("kd_signed_means backward", g.device());
+#if KDET_CUDA
+      cuda::kd_signed_means_backward(gc, dx);
+#endif
+      gr.accumulate(0, dx);
+      return;
+    }
     dispatch_float(g.dtype(), "kd_signed_means backward", [&](auto tag) {
       using T = decltype(tag);
       const T* pg = gc.data<T>();
@@ -222,16 +255,13 @@ Var channel_attention(const Var& f, double tau) {
 
 namespace {
 
-// a, b (and the weights) viewed as [N, C, L]; weight k's index = n·wn[k] + c·wc[k] + p·wp[k].
-struct SqGeom {
-  int64_t N, C, L, wn[2] = {0, 0}, wc[2] = {0, 0}, wp[2] = {0, 0};
-  int nw = 0;
-};
+// a, b (and the weights) viewed as [N, C, L]: SqGeom (distill/kd_common_cuda.h, shared with the CUDA kernels).
 
 SqGeom sq_geom(const Tensor& a, const Tensor& b, const Tensor& w, const Tensor& w2) {
   KDET_CHECK(a.ndim() >= 1 && a.shape() == b.shape() && a.dtype() == b.dtype(), "kd_sq_dist_sum: a ", a.desc(),
              " and b ", b.desc(), " must have one shape and dtype");
-  KDET_CHECK(a.device().is_cpu() && b.device().is_cpu(), "kd_sq_dist_sum: CPU only (got ", a.desc(), ")");
+  KDET_CHECK(a.device() == b.device(), "kd_sq_dist_sum: a ", a.desc(), " and b ", b.desc(), " on different devices");
+  if (!a.device().is_cpu() && !(KDET_CUDA && a.device().is_cuda())) no_kernel("kd_sq_dist_sum", a.device());
   SqGeom g;
   g.N = a.size(0);
   const bool four = a.ndim() == 4;
@@ -240,7 +270,7 @@ SqGeom sq_geom(const Tensor& a, const Tensor& b, const Tensor& w, const Tensor& 
   KDET_CHECK(w.defined() || !w2.defined(), "kd_sq_dist_sum: second weight without a first");
   for (const Tensor* wt : {&w, &w2}) {
     if (!wt->defined()) break;
-    KDET_CHECK(wt->dtype() == a.dtype() && wt->device().is_cpu(), "kd_sq_dist_sum: weight ", wt->desc(), " vs ",
+    KDET_CHECK(wt->dtype() == a.dtype() && wt->device() == a.device(), "kd_sq_dist_sum: weight ", wt->desc(), " vs ",
                a.desc());
     const int k = g.nw++;
     if (wt->shape() == a.shape()) {
@@ -344,31 +374,47 @@ Var sq_dist_sum(const Var& a, const Var& b, const Tensor& w, bool per_image, con
   const Tensor ac = a.data().contiguous(), bc = b.data().contiguous();
   const Tensor wc = w.defined() ? w.contiguous() : w, wc2 = w2.defined() ? w2.contiguous() : w2;
   const SqGeom geo = sq_geom(ac, bc, wc, wc2);
+  const Device dev = ac.device();
   std::vector<double> per;
-  dispatch_float(ac.dtype(), "kd_sq_dist_sum", [&](auto tag) {
-    using T = decltype(tag);
-    const T* ws[2] = {geo.nw > 0 ? wc.data<T>() : nullptr, geo.nw > 1 ? wc2.data<T>() : nullptr};
-    per = sq_dist_cpu<T>(ac.data<T>(), bc.data<T>(), ws, geo);
-  });
   Tensor out;
-  if (per_image) {
-    out = Tensor::from_vector(per).to(ac.dtype());
+  if (dev.is_cuda()) {
+#if KDET_CUDA
+    Tensor sums = Tensor::empty({geo.N + 1}, DType::F64, dev);  // per image, then the total (f64, on the device)
+    cuda::kd_sq_dist(ac, bc, wc, wc2, geo, sums);
+    out = (per_image ? sums.slice(0, 0, geo.N) : sums.slice(0, geo.N, geo.N + 1).reshape({})).to(ac.dtype());
+#endif
   } else {
-    double tot = 0;
-    for (double v : per) tot += v;
-    out = Tensor::scalar(tot, ac.dtype());
+    dispatch_float(ac.dtype(), "kd_sq_dist_sum", [&](auto tag) {
+      using T = decltype(tag);
+      const T* ws[2] = {geo.nw > 0 ? wc.data<T>() : nullptr, geo.nw > 1 ? wc2.data<T>() : nullptr};
+      per = sq_dist_cpu<T>(ac.data<T>(), bc.data<T>(), ws, geo);
+    });
+    if (per_image) {
+      out = Tensor::from_vector(per).to(ac.dtype());
+    } else {
+      double tot = 0;
+      for (double v : per) tot += v;
+      out = Tensor::scalar(tot, ac.dtype());
+    }
   }
   return record("kd_sq_dist_sum", out, {&a, &b}, [ac, bc, wc, wc2, geo, per_image](const Tensor& g, Grads& gr) {
     const std::vector<double> gv = g.to_vector<double>();
     const std::vector<double> gs = per_image ? gv : std::vector<double>(geo.N, gv[0]);
-    Tensor da = gr.wants(0) ? Tensor::empty(ac.shape(), ac.dtype()) : Tensor();
-    Tensor db = gr.wants(1) ? Tensor::empty(ac.shape(), ac.dtype()) : Tensor();
-    dispatch_float(ac.dtype(), "kd_sq_dist_sum backward", [&](auto tag) {
-      using T = decltype(tag);
-      const T* ws[2] = {geo.nw > 0 ? wc.data<T>() : nullptr, geo.nw > 1 ? wc2.data<T>() : nullptr};
-      sq_dist_backward_cpu<T>(ac.data<T>(), bc.data<T>(), ws, geo, gs, da.defined() ? da.data<T>() : nullptr,
-                              db.defined() ? db.data<T>() : nullptr);
-    });
+    const Device dev = ac.device();
+    Tensor da = gr.wants(0) ? Tensor::empty(ac.shape(), ac.dtype(), dev) : Tensor();
+    Tensor db = gr.wants(1) ? Tensor::empty(ac.shape(), ac.dtype(), dev) : Tensor();
+    if (dev.is_cuda()) {
+#if KDET_CUDA
+      cuda::kd_sq_dist_backward(ac, bc, wc, wc2, geo, Tensor::from_vector(gs).to(dev), da, db);
+#endif
+    } else {
+      dispatch_float(ac.dtype(), "kd_sq_dist_sum backward", [&](auto tag) {
+        using T = decltype(tag);
+        const T* ws[2] = {geo.nw > 0 ? wc.data<T>() : nullptr, geo.nw > 1 ? wc2.data<T>() : nullptr};
+        sq_dist_backward_cpu<T>(ac.data<T>(), bc.data<T>(), ws, geo, gs, da.defined() ? da.data<T>() : nullptr,
+                                db.defined() ? db.data<T>() : nullptr);
+      });
+    }
     if (da.defined()) gr.accumulate(0, da);
     if (db.defined()) gr.accumulate(1, db);
   });

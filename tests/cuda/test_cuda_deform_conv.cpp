@@ -31,21 +31,6 @@ using namespace kdet::test;
 
 namespace {
 
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (double v : t.to_vector<double>()) m = std::max(m, std::abs(v));
-  return m;
-}
-
-// gpu (on the device) against cpu with tolerances scaled by cpu's largest magnitude.
-void check_vs_cpu(const Tensor& gpu, const Tensor& cpu, double rel, const std::string& what) {
-  REQUIRE_MESSAGE(gpu.defined() == cpu.defined(), what << ": defined on one device only");
-  if (!cpu.defined()) return;
-  CHECK_MESSAGE(gpu.device() == kGpu, what << ": result on " << gpu.device());
-  const double scale = std::max(max_abs(cpu), 1e-30);
-  check_close(gpu, cpu, rel, rel * scale, what);
-}
-
 struct Case {
   const char* name;
   Shape x, w;

@@ -1,0 +1,163 @@
+// tests/cuda/test_cuda_kd_common.cpp — the fused KD ops of distill/kd_common.h on CUDA (distill/kd_common_cuda.cu)
+// against their CPU kernels ([cuda] tests, issue 5).
+//
+// abs_mean_channels / abs_mean_spatial / abs_means / signed_means (+ abs_out) / attention_maps /
+// spatial_attention / channel_attention / sq_dist_sum (no weight, a full weight, [N,1,H,W] × [N,C,1,1] weights,
+// per image or total), f32 and f64: outputs and the gradients of Σ out ⊙ r with respect to every input. Both
+// devices sum in double in different fixed orders: tolerances 1e-5 (f32) / 1e-12 (f64) relative to the largest
+// reference magnitude. Repeated GPU runs must be bit-identical. Without a GPU each case reports
+// "no CUDA device: skipped (...)" and returns; without the backend this file has no cases.
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "distill/kd_common.h"
+#include "engine/functional.h"
+#include "engine/random.h"
+#include "tests/gradcheck.h"
+
+#if KDET_CUDA
+#include "tests/cuda/cuda_test_util.h"
+
+using namespace kdet;
+using namespace kdet::test;
+
+namespace {
+
+double rel_for(DType dt) { return dt == DType::F32 ? 1e-5 : 1e-12; }
+
+// fn on CPU Vars and on CUDA copies; compares the outputs and the gradients of Σ_k Σ out_k ⊙ r_k for the inputs
+// flagged in grad. Also runs the GPU side twice: bit-identical outputs and gradients.
+void compare(const std::string& what, const std::function<std::vector<Var>(const std::vector<Var>&)>& fn,
+             const std::vector<Tensor>& inputs, const std::vector<bool>& grad, DType dt) {
+  const double rel = rel_for(dt);
+  auto run = [&](Device d, std::vector<Tensor>& outs, std::vector<Tensor>& grads) {
+    std::vector<Var> vs;
+    for (size_t i = 0; i < inputs.size(); ++i) vs.emplace_back(inputs[i].to(d), static_cast<bool>(grad[i]));
+    std::vector<Var> ys = fn(vs);
+    Var total;
+    for (size_t k = 0; k < ys.size(); ++k) {
+      outs.push_back(ys[k].data());
+      Generator g(50 + k);
+      const Tensor r = rand_uniform(ys[k].shape(), g, -1.0, 1.0, dt).to(d);
+      Var t = sum(ys[k] * Var(r));
+      total = total.defined() ? total + t : t;
+    }
+    total.backward();
+    for (size_t i = 0; i < vs.size(); ++i) grads.push_back(grad[i] ? vs[i].grad() : Tensor());
+  };
+  std::vector<Tensor> oc, gc, og, gg, og2, gg2;
+  run(Device::cpu(), oc, gc);
+  run(kGpu, og, gg);
+  run(kGpu, og2, gg2);
+  for (size_t k = 0; k < oc.size(); ++k) {
+    check_vs_cpu(og[k], oc[k], rel, what + ": output " + std::to_string(k));
+    CHECK_MESSAGE(bitwise_equal(og[k], og2[k]), what << ": output " << k << " differs run to run");
+  }
+  for (size_t i = 0; i < gc.size(); ++i) {
+    if (!grad[i]) continue;
+    REQUIRE_MESSAGE(gg[i].defined(), what << ": no CUDA gradient for input " << i);
+    check_vs_cpu(gg[i], gc[i], rel, what + ": gradient of input " + std::to_string(i));
+    CHECK_MESSAGE(bitwise_equal(gg[i], gg2[i]), what << ": gradient " << i << " differs run to run");
+  }
+}
+
+}  // namespace
+
+TEST_CASE("[cuda] kd_common fused means: abs_mean_channels / spatial, abs_means, signed_means, attention maps") {
+  KDET_REQUIRE_GPU();
+  using V = std::vector<Var>;
+  for (DType dt : {DType::F32, DType::F64}) {
+    const std::string ds = dt == DType::F32 ? " f32" : " f64";
+    Generator g(1);
+    Tensor f = rand_normal({2, 37, 9, 13}, g, 0, 1, dt);  // C not a multiple of the CPU's channel blocks
+    // Exact zeros: sign(0) = 0 in the |f| backward on both devices.
+    {
+      auto v = f.to_vector<double>();
+      for (size_t i = 0; i < v.size(); i += 17) v[i] = 0.0;
+      f = Tensor::from_vector(v, f.shape()).to(dt);
+    }
+    compare("abs_mean_channels" + ds, [](const V& v) { return V{kd::abs_mean_channels(v[0])}; }, {f}, {true}, dt);
+    compare("abs_mean_spatial" + ds, [](const V& v) { return V{kd::abs_mean_spatial(v[0])}; }, {f}, {true}, dt);
+    compare(
+        "signed_means" + ds,
+        [](const V& v) {
+          auto [c, s] = kd::signed_means(v[0]);
+          return V{c, s};
+        },
+        {f}, {true}, dt);
+    compare("spatial / channel attention" + ds,
+            [](const V& v) { return V{kd::spatial_attention(v[0], 0.5), kd::channel_attention(v[0], 0.7)}; }, {f},
+            {true}, dt);
+    // The constant forms, and signed_means' abs_out: the same values as the differentiable ops on each device.
+    const Tensor fg = f.to(kGpu);
+    const auto mc = kd::abs_means(f), mg = kd::abs_means(fg);
+    check_vs_cpu(mg.first, mc.first, rel_for(dt), "abs_means sp" + ds);
+    check_vs_cpu(mg.second, mc.second, rel_for(dt), "abs_means ch" + ds);
+    CHECK(bitwise_equal(mg.first, kd::abs_mean_channels(Var(fg)).data()));
+    CHECK(bitwise_equal(mg.second, kd::abs_mean_spatial(Var(fg)).data()));
+    std::pair<Tensor, Tensor> ab;
+    kd::signed_means(Var(fg), &ab);
+    CHECK(bitwise_equal(ab.first, mg.first));
+    CHECK(bitwise_equal(ab.second, mg.second));
+    const auto ac = kd::attention_maps(f, 0.5, 0.7), ag = kd::attention_maps(fg, 0.5, 0.7);
+    check_vs_cpu(ag.first, ac.first, 10 * rel_for(dt), "attention_maps spatial" + ds);
+    check_vs_cpu(ag.second, ac.second, 10 * rel_for(dt), "attention_maps channel" + ds);
+  }
+}
+
+TEST_CASE("[cuda] kd_common sq_dist_sum: weights, per image, both gradients") {
+  KDET_REQUIRE_GPU();
+  using V = std::vector<Var>;
+  for (DType dt : {DType::F32, DType::F64}) {
+    const std::string ds = dt == DType::F32 ? " f32" : " f64";
+    Generator g(2);
+    const Tensor a = rand_normal({3, 5, 7, 6}, g, 0, 1, dt), b = rand_normal({3, 5, 7, 6}, g, 0, 1, dt);
+    const Tensor wfull = rand_uniform({3, 5, 7, 6}, g, 0, 2, dt);
+    const Tensor wsp = rand_uniform({3, 1, 7, 6}, g, 0, 2, dt), wch = rand_uniform({3, 5, 1, 1}, g, 0, 2, dt);
+    for (bool per_image : {false, true}) {
+      const std::string pi = per_image ? " per image" : " total";
+      compare("sq_dist_sum" + pi + ds, [per_image](const V& v) { return V{kd::sq_dist_sum(v[0], v[1], Tensor(), per_image)}; },
+              {a, b}, {true, true}, dt);
+      compare(
+          "sq_dist_sum full weight" + pi + ds,
+          [per_image, wfull](const V& v) {
+            return V{kd::sq_dist_sum(v[0], v[1], wfull.to(v[0].device()), per_image)};
+          },
+          {a, b}, {true, true}, dt);
+      compare(
+          "sq_dist_sum spatial x channel weights" + pi + ds,
+          [per_image, wsp, wch](const V& v) {
+            return V{kd::sq_dist_sum(v[0], v[1], wsp.to(v[0].device()), per_image, wch.to(v[0].device()))};
+          },
+          {a, b}, {true, true}, dt);
+    }
+    // One side constant (the teacher): only the student's gradient.
+    compare("sq_dist_sum, b constant" + ds, [](const V& v) { return V{kd::sq_dist_sum(v[0], v[1])}; }, {a, b},
+            {true, false}, dt);
+    // 2-D operands (no channel weights allowed; L = row length).
+    const Tensor a2 = rand_normal({4, 11}, g, 0, 1, dt), b2 = rand_normal({4, 11}, g, 0, 1, dt);
+    compare("sq_dist_sum 2-D" + ds, [](const V& v) { return V{kd::sq_dist_sum(v[0], v[1], Tensor(), true)}; },
+            {a2, b2}, {true, true}, dt);
+  }
+}
+
+TEST_CASE("[cuda] kd_common: a large map (many blocks) matches the CPU") {
+  KDET_REQUIRE_GPU();
+  using V = std::vector<Var>;
+  Generator g(3);
+  const Tensor f = rand_normal({2, 256, 64, 64}, g), t = rand_normal({2, 256, 64, 64}, g);
+  compare(
+      "signed_means 2x256x64x64",
+      [](const V& v) {
+        auto [c, s] = kd::signed_means(v[0]);
+        return V{c, s};
+      },
+      {f}, {true}, DType::F32);
+  compare("sq_dist_sum 2x256x64x64", [](const V& v) { return V{kd::sq_dist_sum(v[0], v[1], Tensor(), true)}; },
+          {f, t}, {true, true}, DType::F32);
+}
+
+#endif  // KDET_CUDA
