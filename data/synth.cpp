@@ -51,6 +51,10 @@ struct Obj {
 
 SynthImage synth_image(int index, const SynthConfig& cfg) {
   KDET_CHECK(cfg.size >= 16 && cfg.size <= 8192, "synth: size must be in [16, 8192], got ", cfg.size);
+  KDET_CHECK(cfg.num_classes >= 1 && cfg.num_classes <= static_cast<int>(synth_class_names().size()),
+             "synth: num_classes must be in [1, ", synth_class_names().size(), "], got ", cfg.num_classes);
+  KDET_CHECK(cfg.min_radius >= 1 && cfg.max_radius_frac > 0, "synth: min_radius must be >= 1 and max_radius_frac > 0, got ",
+             cfg.min_radius, ", ", cfg.max_radius_frac);
   Generator base(cfg.seed);
   Generator g = base.fork(static_cast<uint64_t>(index));
   const int S = cfg.size;
@@ -69,7 +73,7 @@ SynthImage synth_image(int index, const SynthConfig& cfg) {
     }
   }
   // clutter: lines and specks (not annotated)
-  int nlines = static_cast<int>(g.randint(0, 6));
+  int nlines = cfg.clutter ? static_cast<int>(g.randint(0, 6)) : 0;
   for (int l = 0; l < nlines; ++l) {
     double x0 = g.uniform(0, S), y0 = g.uniform(0, S), x1 = g.uniform(0, S), y1 = g.uniform(0, S);
     uint8_t col[3];
@@ -80,7 +84,7 @@ SynthImage synth_image(int index, const SynthConfig& cfg) {
       if (x >= 0 && x < S && y >= 0 && y < S) std::memcpy(im.row(y) + x * 3, col, 3);
     }
   }
-  int nspecks = static_cast<int>(g.randint(0, 40));
+  int nspecks = cfg.clutter ? static_cast<int>(g.randint(0, 40)) : 0;
   for (int k = 0; k < nspecks; ++k) {
     int x = static_cast<int>(g.randint(0, S - 1)), y = static_cast<int>(g.randint(0, S - 1));
     uint8_t col[3];
@@ -93,10 +97,10 @@ SynthImage synth_image(int index, const SynthConfig& cfg) {
   std::vector<Obj> objs;
   std::vector<int16_t> owner(static_cast<size_t>(S) * S, -1);
   std::vector<int64_t> drawn;
-  const double rmin = 3.0, rmax = std::max(4.0, 0.4 * S);
+  const double rmin = cfg.min_radius, rmax = std::max(std::max(4.0, rmin), cfg.max_radius_frac * S);
   for (int k = 0; k < n; ++k) {
     Obj o;
-    o.cls = static_cast<int>(g.randint(0, static_cast<int64_t>(synth_class_names().size())));
+    o.cls = static_cast<int>(g.randint(0, static_cast<int64_t>(cfg.num_classes)));
     double r = std::exp(g.uniform(std::log(rmin), std::log(rmax)));
     double ar = std::exp(g.uniform(-0.4, 0.4));
     o.rx = r * std::sqrt(ar);
@@ -175,7 +179,7 @@ Dataset synth_dataset(const SynthConfig& cfg, std::vector<Image>* pixels) {
   Dataset ds;
   ds.source = "synth";
   const auto& names = synth_class_names();
-  for (size_t c = 0; c < names.size(); ++c) ds.categories.push_back({static_cast<int64_t>(c + 1), names[c], "shape"});
+  for (size_t c = 0; c < static_cast<size_t>(cfg.num_classes); ++c) ds.categories.push_back({static_cast<int64_t>(c + 1), names[c], "shape"});
   std::vector<SynthImage> imgs(static_cast<size_t>(cfg.images));
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < cfg.images; ++i) imgs[i] = synth_image(i, cfg);

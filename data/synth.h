@@ -24,6 +24,11 @@ struct SynthConfig {
   uint64_t seed = 0;
   int max_objects = 8;
   double noise_max = 10.0;  // per-image Gaussian pixel noise sigma drawn from [0, noise_max]
+  // Additive options (the defaults reproduce the original set byte for byte):
+  double min_radius = 3.0;      // object radius drawn log-uniformly from [min_radius, max(4, max_radius_frac * size)]
+  double max_radius_frac = 0.4;
+  int num_classes = 6;          // the first num_classes of synth_class_names()
+  bool clutter = true;          // lines and specks
 };
 
 const std::vector<std::string>& synth_class_names();

@@ -65,6 +65,12 @@ RetinaNetConfig RetinaNetConfig::from_config(const Config& c, const std::string&
   r.head.test.nms_iou = c.get_double(k("test_nms_iou"), 0.5);
   r.head.test.max_per_img = c.get_int(k("test_max_per_img"), 100);
   r.head.test.legacy = c.get_bool(k("test_legacy"), false);
+  // Anchor sizes (mmdet AnchorGenerator): octave_base_scale * stride * 2^(i / scales_per_octave).
+  r.head.anchors.octave_base_scale = c.get_double(k("anchor_octave_base_scale"), r.head.anchors.octave_base_scale);
+  r.head.anchors.scales_per_octave =
+      static_cast<int>(c.get_int(k("anchor_scales_per_octave"), r.head.anchors.scales_per_octave));
+  KDET_CHECK(r.head.anchors.octave_base_scale > 0 && r.head.anchors.scales_per_octave >= 1, "RetinaNetConfig: ",
+             k("anchor_octave_base_scale"), " must be > 0 and ", k("anchor_scales_per_octave"), " >= 1");
   return r;
 }
 

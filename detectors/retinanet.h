@@ -42,6 +42,7 @@ struct RetinaNetConfig {
   //   head_norm none|gn | reg_loss l1|giou | avg_factor_eps (FLT_EPSILON; 0 = mmdet <= 2.23) |
   //   images_per_group 0 | allowed_border -1 | test_nms_pre 1000 | test_score_thr 0.05 | test_nms_iou 0.5 |
   //   test_max_per_img 100 | test_legacy false (mmdet <= 2.17 inference)
+  //   anchor_octave_base_scale 4 | anchor_scales_per_octave 3 (anchor sizes; 4 = 32 px on P3)
   static RetinaNetConfig from_config(const Config& c, const std::string& section = "model");
   // Re-derives neck.in_channels from the backbone (call after editing backbone fields).
   void sync_channels();

@@ -2,11 +2,18 @@
 #include "tools/study.h"
 #include "tools/font5x7.h"
 
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -158,6 +165,7 @@ bool read_run_result(const std::string& dir, const std::string& expect_cfg, RunR
   x.method = j["method"].get<std::string>();
   x.seed = j["seed"].get<int64_t>();
   x.train_seconds = j["train_seconds"].get<double>();
+  if (j.contains("cpu_seconds") && j["cpu_seconds"].is_number()) x.cpu_seconds = j["cpu_seconds"].get<double>();
   x.weights = j["weights"].get<std::string>();
   x.dir = dir;
   if (!fs::exists(x.weights)) return false;
@@ -167,6 +175,23 @@ bool read_run_result(const std::string& dir, const std::string& expect_cfg, RunR
 
 namespace {
 
+using Sets = std::vector<std::pair<std::string, std::string>>;
+
+// One run of the matrix: `kdet <kind> DIR/run.cfg` as a child process.
+struct Job {
+  std::string kind, method;  // kind: train | distill
+  int64_t seed = 0;
+  std::string base;
+  Sets sets;
+  bool needs_teacher = false;  // a KD run: its sets get teacher.weights when it starts
+  // while running
+  std::string name, dir, cfg;
+  bool resume = false;
+  int run_no = 0;
+  pid_t pid = -1;
+  std::chrono::steady_clock::time_point t0;
+};
+
 struct Study {
   StudyOptions o;
   std::string teacher_cfg, student_cfg;
@@ -175,81 +200,166 @@ struct Study {
   std::vector<int64_t> seeds, extra_seeds;
   std::vector<std::string> extra_runs;
   int64_t teacher_seed = 0;
-  std::vector<std::pair<std::string, std::string>> set_all, set_teacher, set_student;
+  Sets set_all, set_teacher, set_student;
   bool viz = true;
+  int jobs = 1;     // runs at once
+  int threads = 0;  // OMP_NUM_THREADS of every run (0: inherited from the environment)
   std::string out;  // absolute
   int total_runs = 0, run_no = 0;
 
-  RunResult run_one(const std::string& kind, const std::string& method, int64_t seed, const std::string& base,
-                    std::vector<std::pair<std::string, std::string>> sets) {
-    const std::string name = method + "_s" + std::to_string(seed);
-    const std::string dir = out + "/" + name;
+  // Fills the job's run directory and config. Returns true (and *r) when the run finished earlier with
+  // the same run.cfg; otherwise prepares the directory (resume or fresh) for launch().
+  bool prepare(Job& j, RunResult* r) {
+    j.name = j.method + "_s" + std::to_string(j.seed);
+    j.dir = out + "/" + j.name;
+    Sets sets = j.sets;
     sets.insert(sets.begin(), {"data.synth_dir", out + "/synth"});
-    sets.push_back({"train.seed", std::to_string(seed)});
-    const std::string cfg = make_run_cfg(base, sets);
-    ++run_no;
-    RunResult r;
-    if (read_run_result(dir, cfg, &r)) {
-      r.reused = true;
+    sets.push_back({"train.seed", std::to_string(j.seed)});
+    j.cfg = make_run_cfg(j.base, sets);
+    // The thread count is part of a run's identity: results are bit-identical only for a fixed one.
+    if (threads > 0) j.cfg = "# kdet study: OMP_NUM_THREADS=" + std::to_string(threads) + "\n" + j.cfg;
+    j.run_no = ++run_no;
+    if (read_run_result(j.dir, j.cfg, r)) {
+      r->reused = true;
       if (!o.quiet)
-        std::printf("[%2d/%d] %-9s seed %lld  done earlier: AP %s  (%s)\n", run_no, total_runs, method.c_str(),
-                    (long long)seed, pct(r.stats[0]).c_str(), dir.c_str());
+        std::printf("[%2d/%d] %-9s seed %lld  done earlier: AP %s  (%s)\n", j.run_no, total_runs, j.method.c_str(),
+                    (long long)j.seed, pct(r->stats[0]).c_str(), j.dir.c_str());
       std::fflush(stdout);
-      return r;
+      return true;
     }
     // A run.cfg that changed invalidates the old run; an unchanged one with a checkpoint is resumed.
-    bool resume = false;
-    if (fs::exists(dir)) {
-      if (slurp(dir + "/run.cfg") == cfg && fs::exists(dir + "/last_checkpoint")) resume = true;
-      else fs::remove_all(dir);
+    j.resume = false;
+    if (fs::exists(j.dir)) {
+      if (slurp(j.dir + "/run.cfg") == j.cfg && fs::exists(j.dir + "/last_checkpoint")) j.resume = true;
+      else fs::remove_all(j.dir);
     }
-    fs::create_directories(dir);
-    write_atomic(dir + "/run.cfg", cfg);
+    fs::create_directories(j.dir);
+    write_atomic(j.dir + "/run.cfg", j.cfg);
+    return false;
+  }
+
+  void launch(Job& j) {
     if (!o.quiet) {
-      std::printf("[%2d/%d] %-9s seed %lld  %s... (log: %s/stdout.txt)\n", run_no, total_runs, method.c_str(),
-                  (long long)seed, resume ? "resuming" : "running", dir.c_str());
+      std::printf("[%2d/%d] %-9s seed %lld  %s... (log: %s/stdout.txt)\n", j.run_no, total_runs, j.method.c_str(),
+                  (long long)j.seed, j.resume ? "resuming" : "running", j.dir.c_str());
       std::fflush(stdout);
     }
-    std::string cmd = shq(o.kdet_bin) + " " + kind + " " + shq(dir + "/run.cfg") + " --work-dir " + shq(dir);
-    if (resume) cmd += " --resume " + shq(dir);
-    cmd += (resume ? " >> " : " > ") + shq(dir + "/stdout.txt") + " 2>&1";
-    auto t0 = std::chrono::steady_clock::now();
-    int rc = std::system(cmd.c_str());
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (rc != 0) {
-      std::string log = slurp(dir + "/stdout.txt");
-      if (log.size() > 3000) {
-        std::string tail = "[...]\n";
-        tail += log.substr(log.size() - 3000);
-        log = tail;
-      }
-      KDET_FAIL("study: run ", name, " failed (", kind, " ", dir, "/run.cfg, exit status ", rc, "); its output:\n", log);
+    std::string cmd = "exec " + shq(o.kdet_bin) + " " + j.kind + " " + shq(j.dir + "/run.cfg") + " --work-dir " + shq(j.dir);
+    if (j.resume) cmd += " --resume " + shq(j.dir);
+    cmd += (j.resume ? " >> " : " > ") + shq(j.dir + "/stdout.txt") + " 2>&1";
+    const std::string nthreads = std::to_string(threads);
+    j.t0 = std::chrono::steady_clock::now();
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    KDET_CHECK(pid >= 0, "study: fork failed (", std::strerror(errno), ")");
+    if (pid == 0) {
+      if (threads > 0) ::setenv("OMP_NUM_THREADS", nthreads.c_str(), 1);
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
     }
-    std::string mtext = slurp(dir + "/metrics.json");
-    auto mj = nlohmann::json::parse(mtext, nullptr, false);
-    KDET_CHECK(!mj.is_discarded() && mj.is_object(), "study: run ", name, ": no valid ", dir,
+    j.pid = pid;
+  }
+
+  // After the child exited: metrics, weights and study_run.json (train_seconds = wall clock,
+  // cpu_seconds = user + system CPU time of the child).
+  RunResult finish(const Job& j, int status, const struct rusage& ru) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - j.t0).count();
+    const double cpu = ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      std::string log = slurp(j.dir + "/stdout.txt");
+      if (log.size() > 3000) log = "[...]\n" + log.substr(log.size() - 3000);
+      const std::string how = WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
+                                                : "signal " + std::to_string(WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+      KDET_FAIL("study: run ", j.name, " failed (", j.kind, " ", j.dir, "/run.cfg, ", how, "); its output:\n", log);
+    }
+    auto mj = nlohmann::json::parse(slurp(j.dir + "/metrics.json"), nullptr, false);
+    KDET_CHECK(!mj.is_discarded() && mj.is_object(), "study: run ", j.name, ": no valid ", j.dir,
                "/metrics.json (train.eval_at_end must be true)");
-    std::string weights;
-    if (kind == "distill") weights = dir + "/student.safetensors";
-    else weights = dir + "/" + trim(slurp(dir + "/last_checkpoint"));
-    KDET_CHECK(fs::exists(weights), "study: run ", name, ": weights ", weights, " missing");
-    nlohmann::json j;
-    j["method"] = method;
-    j["seed"] = seed;
+    const std::string weights = j.kind == "distill" ? j.dir + "/student.safetensors"
+                                                    : j.dir + "/" + trim(slurp(j.dir + "/last_checkpoint"));
+    KDET_CHECK(fs::exists(weights), "study: run ", j.name, ": weights ", weights, " missing");
+    nlohmann::json js;
+    js["method"] = j.method;
+    js["seed"] = j.seed;
     nlohmann::json m;
     for (int i = 0; i < 12; ++i) m[data::CocoMetrics::keys()[i]] = mj.value(data::CocoMetrics::keys()[i], -1.0);
-    j["metrics"] = m;
-    j["train_seconds"] = secs;
-    j["weights"] = weights;
-    j["run_cfg"] = cfg;
-    j["resumed"] = resume;
-    write_atomic(dir + "/study_run.json", j.dump(2) + "\n");
-    KDET_CHECK(read_run_result(dir, cfg, &r), "study: run ", name, ": could not read back ", dir, "/study_run.json");
+    js["metrics"] = m;
+    js["train_seconds"] = secs;
+    js["cpu_seconds"] = cpu;
+    js["weights"] = weights;
+    js["run_cfg"] = j.cfg;
+    js["resumed"] = j.resume;
+    write_atomic(j.dir + "/study_run.json", js.dump(2) + "\n");
+    RunResult r;
+    KDET_CHECK(read_run_result(j.dir, j.cfg, &r), "study: run ", j.name, ": could not read back ", j.dir,
+               "/study_run.json");
     if (!o.quiet) {
-      std::printf("        AP %s  AP50 %s  in %.0f s\n", pct(r.stats[0]).c_str(), pct(r.stats[1]).c_str(), secs);
+      std::printf("[%2d/%d] %-9s seed %lld  AP %s  AP50 %s  in %.0f s (CPU %.0f s)\n", j.run_no, total_runs,
+                  j.method.c_str(), (long long)j.seed, pct(r.stats[0]).c_str(), pct(r.stats[1]).c_str(), secs, cpu);
       std::fflush(stdout);
     }
     return r;
+  }
+
+  // Runs `queue` with up to `jobs` children at once, in queue order as far as dependencies allow (a KD
+  // run starts once the teacher has finished). Every run is its own process with a fixed thread
+  // count, so running several at once changes no result. Appends the results to *runs. A failed run
+  // lets the others finish (their results are kept for the next invocation) and then throws.
+  void run_queue(std::vector<Job> queue, std::vector<RunResult>* runs) {
+    std::vector<Job> running;
+    std::string failure;
+    auto teacher_weights = [&]() -> std::string {
+      for (const auto& r : *runs)
+        if (r.method == "teacher") return r.weights;
+      return "";
+    };
+    size_t next = 0;
+    std::vector<bool> started(queue.size(), false);
+    for (;;) {
+      // Start what can start.
+      while (failure.empty() && static_cast<int>(running.size()) < jobs) {
+        size_t pick = queue.size();
+        for (size_t i = next; i < queue.size(); ++i)
+          if (!started[i] && (!queue[i].needs_teacher || !teacher_weights().empty())) {
+            pick = i;
+            break;
+          }
+        if (pick == queue.size()) break;
+        started[pick] = true;
+        while (next < queue.size() && started[next]) ++next;
+        Job j = queue[pick];
+        if (j.needs_teacher) j.sets.push_back({"teacher.weights", teacher_weights()});
+        try {
+          RunResult r;
+          if (prepare(j, &r)) {
+            runs->push_back(r);
+            continue;
+          }
+          launch(j);
+          running.push_back(j);
+        } catch (const Error& e) {  // wait for the runs already started, then report
+          failure = e.what();
+        }
+      }
+      if (running.empty()) break;
+      int status = 0;
+      struct rusage ru {};
+      pid_t pid = ::wait4(-1, &status, 0, &ru);
+      if (pid < 0 && errno == EINTR) continue;
+      KDET_CHECK(pid > 0, "study: wait4 failed (", std::strerror(errno), ")");
+      auto it = std::find_if(running.begin(), running.end(), [&](const Job& j) { return j.pid == pid; });
+      if (it == running.end()) continue;  // not one of ours
+      Job j = *it;
+      running.erase(it);
+      try {
+        runs->push_back(finish(j, status, ru));
+      } catch (const Error& e) {
+        if (failure.empty()) failure = e.what();
+      }
+    }
+    KDET_CHECK(failure.empty(), failure);
+    for (size_t i = 0; i < queue.size(); ++i)
+      KDET_CHECK(started[i], "study: run ", queue[i].method, "_s", queue[i].seed, " could not start (no teacher)");
   }
 };
 
@@ -286,6 +396,10 @@ std::vector<RunResult> run_study(const StudyOptions& opts) {
   s.set_teacher = parse_sets(c.get_string("study.set_teacher", ""), "study.set_teacher");
   s.set_student = parse_sets(c.get_string("study.set_student", ""), "study.set_student");
   s.viz = c.get_bool("study.viz", true);
+  s.jobs = static_cast<int>(c.get_int("study.jobs", 1));
+  s.threads = static_cast<int>(c.get_int("study.threads", 0));
+  KDET_CHECK(s.jobs >= 1 && s.jobs <= 64, "study: study.jobs must be in [1, 64], got ", s.jobs);
+  KDET_CHECK(s.threads >= 0 && s.threads <= 1024, "study: study.threads must be in [0, 1024], got ", s.threads);
   c.check_all_used();
   for (const auto& e : s.extra_runs)
     KDET_CHECK(e == "baseline" || e == "best" || s.method_cfg.count(e), "study: extra_seed_runs: unknown run '", e, "'");
@@ -307,41 +421,69 @@ std::vector<RunResult> run_study(const StudyOptions& opts) {
       for (auto& e : s.extra_runs) std::printf(" %s", e.c_str());
       std::printf(")");
     }
-    std::printf(" | %d runs\n", s.total_runs);
+    std::printf(" | %d runs, %d at once", s.total_runs, s.jobs);
+    if (s.threads > 0) std::printf(", %d thread(s) each", s.threads);
+    std::printf("\n");
     std::fflush(stdout);
   }
 
   std::vector<RunResult> runs;
-  // 1. teacher
-  auto tsets = s.set_all;
-  tsets.insert(tsets.end(), s.set_teacher.begin(), s.set_teacher.end());
-  RunResult teacher = s.run_one("train", "teacher", s.teacher_seed, s.teacher_cfg, tsets);
-  runs.push_back(teacher);
-
+  const auto study_t0 = std::chrono::steady_clock::now();
   auto student_sets = [&] {
     auto v = s.set_all;
     v.insert(v.end(), s.set_student.begin(), s.set_student.end());
     return v;
   };
-  auto kd_sets = [&] {
-    auto v = student_sets();
-    // The teacher's model overrides also describe the KD run's [teacher] section.
+  // A KD run = the student's config (its run.cfg base: same model, data, schedule and seed handling as
+  // the baseline) + the method config's [distill] section + the study's teacher as [teacher] (its
+  // [model] keys, the study's model overrides of the teacher, and teacher.weights, added when the run
+  // starts). The method config's own [model], [data], [train] and [teacher] sections are not used.
+  Config teacher_c = Config::load(s.teacher_cfg);
+  Sets teacher_model;
+  for (const auto& k : teacher_c.keys("model")) teacher_model.push_back({"teacher." + k, teacher_c.get_string("model." + k)});
+  auto kd_sets = [&](const std::string& m) {
+    Config mc = Config::load(s.method_cfg.at(m));
+    Sets v;
+    for (const auto& k : mc.keys("distill")) v.push_back({"distill." + k, mc.get_string("distill." + k)});
+    v.insert(v.end(), teacher_model.begin(), teacher_model.end());
+    for (const auto& kv : student_sets()) v.push_back(kv);
     for (const auto& src : {s.set_all, s.set_teacher})
       for (const auto& [k, val] : src)
         if (k.rfind("model.", 0) == 0) v.push_back({"teacher." + k.substr(6), val});
-    v.push_back({"teacher.weights", teacher.weights});
     return v;
   };
-  auto run_baseline = [&](int64_t seed) { runs.push_back(s.run_one("train", "baseline", seed, s.student_cfg, student_sets())); };
-  auto run_method = [&](const std::string& m, int64_t seed) {
-    runs.push_back(s.run_one("distill", m, seed, s.method_cfg.at(m), kd_sets()));
+  auto baseline_job = [&](int64_t seed) {
+    Job j;
+    j.kind = "train", j.method = "baseline", j.seed = seed, j.base = s.student_cfg, j.sets = student_sets();
+    return j;
   };
-  // 2. baseline and every method, seed by seed
-  for (int64_t seed : s.seeds) {
-    run_baseline(seed);
-    for (const auto& m : s.methods) run_method(m, seed);
+  auto method_job = [&](const std::string& m, int64_t seed) {
+    Job j;
+    j.kind = "distill", j.method = m, j.seed = seed, j.base = s.student_cfg, j.sets = kd_sets(m);
+    j.needs_teacher = true;
+    return j;
+  };
+  auto is_extra = [&](const std::string& name) {
+    return std::find(s.extra_runs.begin(), s.extra_runs.end(), name) != s.extra_runs.end();
+  };
+  auto in_seeds = [&](int64_t seed) { return std::find(s.seeds.begin(), s.seeds.end(), seed) != s.seeds.end(); };
+  // 1. the teacher, the baseline (every seed, the extra seeds too: they do not need the teacher, so they
+  //    can run beside it), every KD method for `seeds`.
+  {
+    std::vector<Job> q;
+    Job t;
+    t.kind = "train", t.method = "teacher", t.seed = s.teacher_seed, t.base = s.teacher_cfg, t.sets = s.set_all;
+    t.sets.insert(t.sets.end(), s.set_teacher.begin(), s.set_teacher.end());
+    q.push_back(t);
+    for (int64_t seed : s.seeds) q.push_back(baseline_job(seed));
+    if (is_extra("baseline"))
+      for (int64_t seed : s.extra_seeds)
+        if (!in_seeds(seed)) q.push_back(baseline_job(seed));
+    for (int64_t seed : s.seeds)
+      for (const auto& m : s.methods) q.push_back(method_job(m, seed));
+    s.run_queue(q, &runs);
   }
-  // 3. extra seeds for the named runs (`best`: the KD method with the best mean AP over `seeds`)
+  // 2. extra seeds for the named KD runs (`best`: the KD method with the best mean AP over `seeds`)
   auto method_mean = [&](const std::string& m) {
     std::vector<double> v;
     for (const auto& r : runs)
@@ -355,17 +497,18 @@ std::vector<RunResult> run_study(const StudyOptions& opts) {
     std::vector<std::string> extra;
     for (auto e : s.extra_runs) {
       if (e == "best") e = best;
-      if (!e.empty() && std::find(extra.begin(), extra.end(), e) == extra.end()) extra.push_back(e);
+      if (!e.empty() && e != "baseline" && std::find(extra.begin(), extra.end(), e) == extra.end()) extra.push_back(e);
     }
+    std::vector<Job> q;
     for (int64_t seed : s.extra_seeds)
       for (const auto& e : extra) {
         bool have = false;
         for (const auto& r : runs) have |= r.method == e && r.seed == seed;
-        if (have) continue;
-        if (e == "baseline") run_baseline(seed);
-        else run_method(e, seed);
+        if (!have) q.push_back(method_job(e, seed));
       }
+    s.run_queue(q, &runs);
   }
+  const double study_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - study_t0).count();
 
   // ---- table ------------------------------------------------------------------------------------
   std::map<int64_t, double> base_ap;
@@ -411,14 +554,22 @@ std::vector<RunResult> run_study(const StudyOptions& opts) {
   std::string md = "# KD study: " + opts.config + "\n\n";
   md += "Teacher `" + s.teacher_cfg + "`, student `" + s.student_cfg + "`, held-out split: the synthetic val set "
         "(COCO bbox metrics, percent). delta_AP = AP - the baseline student's AP with the same seed. "
-        "train_seconds = wall-clock time of the run (training + final evaluation).\n\n";
-  md += "| method | seed | AP | AP50 | AP75 | APs | APm | APl | delta_AP | train_seconds |\n";
-  md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        "train_seconds = wall-clock time of the run (training + final evaluation); cpu_seconds = its user + system "
+        "CPU time.\n\n";
+  md += "| method | seed | AP | AP50 | AP75 | APs | APm | APl | delta_AP | train_seconds | cpu_seconds |\n";
+  md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  double cpu_total = 0;
   for (const auto& r : table) {
     md += "| " + r.method + " | " + std::to_string(r.seed);
     for (int i = 0; i < 6; ++i) md += " | " + pct(r.stats[i]);
-    md += " | " + fmt("%+.2f", 100.0 * delta(r)) + " | " + fmt("%.1f", r.train_seconds) + " |\n";
+    md += " | " + fmt("%+.2f", 100.0 * delta(r)) + " | " + fmt("%.1f", r.train_seconds) + " | " +
+          fmt("%.1f", r.cpu_seconds) + " |\n";
+    cpu_total += r.cpu_seconds;
   }
+  md += "\nCPU time of all runs: " + fmt("%.0f", cpu_total) + " s (runs done in earlier invocations included); " +
+        "this invocation: " + fmt("%.0f", study_wall) + " s wall clock, " + std::to_string(s.jobs) + " run(s) at once, " +
+        (s.threads > 0 ? std::to_string(s.threads) + " thread(s) each" : std::string("threads from OMP_NUM_THREADS")) +
+        ".\n";
   md += "\n## Mean over seeds\n\n| method | seeds | mean AP | spread (max-min) | mean delta_AP |\n|---|---:|---:|---:|---:|\n";
   for (const auto& m : order) {
     if (!agg.count(m)) continue;

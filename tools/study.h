@@ -16,20 +16,33 @@
 //                                               # [teacher] section of every KD run)
 //   set_student = ...                           # baseline and KD runs
 //   viz = true                                  # viz-kd pictures of the first held-out image
+//   jobs = 1                                    # runs at once (each a child process)
+//   threads = 0                                 # OMP_NUM_THREADS of every run (0: inherited)
 //   [methods]
-//   fgd = kd_fgd_r34_r18_tiny_synth.cfg         # a `kdet distill` config per method
+//   fgd = kd_fgd_r34_r18_tiny_synth.cfg         # a `kdet distill` config per method: its [distill] section
+//
+// A KD run's config is built from the study, so that it differs from the baseline only by the KD:
+// base = the student config (model, data, schedule), + the method config's [distill] section, + the
+// teacher config's [model] keys as [teacher] (with teacher.weights = the teacher run's weights), + the
+// overrides. The method config's own [model], [data], [train] and [teacher] sections are not used.
 //
 // Each run gets DIR/<name>_s<seed>/ with run.cfg (base = the run's config + the study's overrides; the
 // data set is shared: data.synth_dir = DIR/synth), the train/distill outputs, stdout.txt and, when it
 // finished, study_run.json (metrics, train seconds, weights, the run.cfg text). A run whose
 // study_run.json is valid and whose run.cfg text is unchanged is not redone; an interrupted run is
 // resumed from its newest valid checkpoint. Every run is a child process (`kdet train` / `kdet distill`),
-// so a seed gives bit-identical weights and metrics on the CPU (fixed OMP_NUM_THREADS).
+// so a seed gives bit-identical weights and metrics on the CPU (fixed OMP_NUM_THREADS) whatever `jobs`
+// is: runs share nothing but the read-only data set. With threads > 0 the thread count is written into
+// run.cfg (a comment line), so a run is reused or resumed only with the same thread count.
+// Order: the teacher, the baselines (all seeds, including extra_seeds when extra_seed_runs names
+// `baseline`: they do not need the teacher, so with jobs >= 2 they run beside it), every KD method for
+// `seeds` (each starts once the teacher has finished), then the extra seeds of the other named runs
+// (`best` is known only when all KD runs of `seeds` have finished).
 //
 // Outputs: DIR/results.csv (method, seed, AP, AP50, AP75, APs, APm, APl, delta_AP, train_seconds;
-// AP values in percent, delta_AP = AP - the baseline's AP of the same seed), DIR/results.md (table +
-// mean/spread per method + the effect statement), DIR/ap_per_method.png, DIR/loss_curves.png,
-// DIR/viz_kd/*.png.
+// AP values in percent, delta_AP = AP - the baseline's AP of the same seed), DIR/results.md (table with
+// each run's wall-clock and CPU seconds + mean/spread per method + the effect statement),
+// DIR/ap_per_method.png, DIR/loss_curves.png, DIR/viz_kd/*.png.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -44,7 +57,8 @@ struct RunResult {
   std::string method;  // teacher | baseline | <kd method>
   int64_t seed = 0;
   std::array<double, 12> stats{};  // COCO stats (fractions; -1 = no such objects)
-  double train_seconds = 0;
+  double train_seconds = 0;  // wall clock of the run (training + final evaluation)
+  double cpu_seconds = 0;    // user + system CPU time of the run's process (0: not recorded)
   std::string dir;
   std::string weights;
   bool reused = false;  // finished in an earlier invocation

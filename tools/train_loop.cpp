@@ -60,10 +60,23 @@ std::string synth_set(const Config& c, const std::string& dir, const char* split
   sc.size = static_cast<int>(c.get_int("data.synth_size", 128));
   sc.seed = seed;
   sc.max_objects = static_cast<int>(c.get_int("data.synth_max_objects", 8));
+  sc.min_radius = c.get_double("data.synth_min_radius", sc.min_radius);
+  sc.max_radius_frac = c.get_double("data.synth_max_radius_frac", sc.max_radius_frac);
+  sc.num_classes = static_cast<int>(c.get_int("data.synth_classes", sc.num_classes));
+  sc.clutter = c.get_bool("data.synth_clutter", sc.clutter);
+  sc.noise_max = c.get_double("data.synth_noise", sc.noise_max);
   KDET_CHECK(sc.images > 0 && sc.size >= 32, "data: synth needs images > 0 and synth_size >= 32 (got ", sc.images,
              ", ", sc.size, ")");
   std::string d = dir + "/" + split + "_s" + std::to_string(sc.size) + "_n" + std::to_string(sc.images) + "_seed" +
                   std::to_string(sc.seed) + "_m" + std::to_string(sc.max_objects);
+  const data::SynthConfig def;  // non-default options name the set too (the default sets keep their names)
+  if (sc.min_radius != def.min_radius || sc.max_radius_frac != def.max_radius_frac || sc.num_classes != def.num_classes ||
+      sc.clutter != def.clutter || sc.noise_max != def.noise_max) {
+    char b[160];
+    std::snprintf(b, sizeof b, "_r%g-%g_c%d_cl%d_n%g", sc.min_radius, sc.max_radius_frac, sc.num_classes,
+                  static_cast<int>(sc.clutter), sc.noise_max);
+    d += b;
+  }
   if (!file_exists(d + "/annotations.json")) {
     // Written to a temporary directory and renamed, so an interrupted or concurrent run never sees half a set.
     std::string tmp = d + ".tmp" + std::to_string(::getpid());

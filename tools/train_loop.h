@@ -49,8 +49,10 @@ namespace kdet::train {
 //   type = coco | synth
 //   coco:  train_ann, val_ann (COCO instances JSON), train_img_root, val_img_root (default: the JSON's dir)
 //   synth: synth_dir (default WORK/synth), synth_train_images 400, synth_val_images 100, synth_size 128,
-//          synth_seed 0, synth_max_objects 8 — generated once (kdet synth) into
-//          synth_dir/{train,val}_s<size>_n<N>_seed<seed>_m<max> and reused
+//          synth_seed 0, synth_max_objects 8, synth_min_radius 3, synth_max_radius_frac 0.4,
+//          synth_classes 6, synth_clutter true, synth_noise 10 (data/synth.h) — generated once (kdet synth)
+//          into synth_dir/{train,val}_s<size>_n<N>_seed<seed>_m<max>[_r.._c.._cl.._n.. when not default]
+//          and reused
 //   img_scale 1333, 800 | mean | std | to_rgb true | size_divisor 32 | batch_size 2 | workers 2 |
 //   flip_ratio 0.5 | filter_min_size 32 | eval_batch_size 1
 struct DataSetup {

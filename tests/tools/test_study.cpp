@@ -44,9 +44,12 @@ struct TmpDir {
 
 std::string abs(const std::string& p) { return std::filesystem::absolute(p).string(); }
 
-// The micro study: everything small enough for a few seconds per run.
-std::string micro_study(const std::string& iters = "4") {
+// The micro study: everything small enough for a few seconds per run. `jobs` runs at once (each run
+// is one process with 1 thread, so the results must not depend on it).
+std::string micro_study(const std::string& iters = "4", int jobs = 1) {
   return "[study]\n"
+         "jobs = " + std::to_string(jobs) + "\n"
+         "threads = 1\n"
          "teacher = " + abs("configs/kd_teacher_r34_tiny_synth.cfg") + "\n"
          "student = " + abs("configs/retinanet_r18_tiny_synth.cfg") + "\n"
          "methods = logit_kd, mgd\n"
@@ -96,11 +99,13 @@ TEST_CASE("study: same seed -> bit-identical metrics and weights; resume skips f
     return;
   }
   TmpDir t("study");
-  const std::string cfg = t.path + "/study.cfg";
+  const std::string cfg = t.path + "/study.cfg", cfg2 = t.path + "/study2.cfg";
   std::ofstream(cfg) << micro_study();
+  std::ofstream(cfg2) << micro_study("4", 2);  // same runs, two at a time
   const std::string a = t.path + "/a", b = t.path + "/b";
   REQUIRE_MESSAGE(kdet_run("study " + cfg + " --out " + a, t.path) == 0, slurp(t.path + "/stderr.txt"));
-  REQUIRE_MESSAGE(kdet_run("study " + cfg + " --out " + b, t.path) == 0, slurp(t.path + "/stderr.txt"));
+  REQUIRE_MESSAGE(kdet_run("study " + cfg2 + " --out " + b, t.path) == 0, slurp(t.path + "/stderr.txt"));
+  CHECK(slurp(t.path + "/stdout.txt").find("2 at once, 1 thread(s) each") != std::string::npos);
 
   // Outputs.
   const std::string csv = slurp(a + "/results.csv");
@@ -115,7 +120,15 @@ TEST_CASE("study: same seed -> bit-identical metrics and weights; resume skips f
   }
   CHECK(std::filesystem::exists(a + "/viz_kd/mgd_keep_P3.png"));
 
-  // Reproducible: the same metrics (full precision) and the same weight bytes in both directories.
+  // Every run is timed: wall clock and CPU seconds of its process.
+  {
+    auto j = nlohmann::json::parse(slurp(a + "/teacher_s0/study_run.json"));
+    CHECK(j["cpu_seconds"].get<double>() > 0);
+    CHECK(j["train_seconds"].get<double>() > 0);
+    CHECK(slurp(a + "/teacher_s0/run.cfg").rfind("# kdet study: OMP_NUM_THREADS=1\n", 0) == 0);
+  }
+  // Reproducible, whether runs ran one or two at a time: the same metrics (full precision) and the
+  // same weight bytes in both directories.
   for (const char* r : kRuns) {
     Run ra, rb;
     REQUIRE_MESSAGE(read_run(a + "/" + r, &ra), r);
