@@ -4,9 +4,12 @@
 
 #include <algorithm>
 
+#include "distill/loss_ssim_cuda.h"
+#include "engine/backend.h"
 #include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/sep_filter2d.h"
+#include "engine/ops/shape_ops.h"
 
 namespace kdet::kd {
 
@@ -107,9 +110,22 @@ SsimFwd ssim_forward(const Tensor& x, const Tensor& y, const std::vector<double>
                      bool want_map) {
   KDET_CHECK(x.ndim() == 4 && x.shape() == y.shape() && x.dtype() == y.dtype(), "kd_ssim: x ", x.desc(), " and y ",
              y.desc(), " must be [N, C, H, W] of one shape and dtype");
-  KDET_CHECK(x.device().is_cpu() && y.device().is_cpu(), "kd_ssim: CPU only (got ", x.desc(), ")");
+  KDET_CHECK(x.device() == y.device(), "kd_ssim: x ", x.desc(), " and y ", y.desc(), " on different devices");
   const int64_t P = x.size(0) * x.size(1), H = x.size(2), W = x.size(3), HW = H * W, w = static_cast<int64_t>(g.size());
   SsimFwd r;
+  if (!x.device().is_cpu()) {
+    if (!(KDET_CUDA && x.device().is_cuda())) no_kernel("kd_ssim", x.device());
+    // CUDA: the five filtered maps in one depthwise filtering of [x, y, x², y², xy], then one kernel per plane.
+    const Tensor f5 = ops::sep_filter2d(ops::concat({x, y, ops::mul(x, x), ops::mul(y, y), ops::mul(x, y)}, 1), g);
+    r.abc = Tensor::empty({P, kSsimMaps, H, W}, x.dtype(), x.device());
+    if (want_map) r.map = Tensor::empty(x.shape(), x.dtype(), x.device());
+    Tensor part = Tensor::empty({P}, DType::F64, x.device());
+#if KDET_CUDA
+    cuda::kd_ssim_coeffs(f5, x.size(1), C1, C2, r.abc, r.map, part);
+#endif
+    for (double v : part.to_vector<double>()) r.loss_sum += v;  // planes in order, as below
+    return r;
+  }
   r.abc = Tensor::empty({P, kSsimMaps, H, W}, x.dtype());
   if (want_map) r.map = Tensor::empty(x.shape(), x.dtype());
   std::vector<double> part(P);
@@ -137,8 +153,16 @@ SsimFwd ssim_forward(const Tensor& x, const Tensor& y, const std::vector<double>
 Tensor ssim_backward(const Tensor& x, const Tensor& y, const Tensor& abc, const Tensor& G, double gs,
                      const std::vector<double>& g) {
   const int64_t P = x.size(0) * x.size(1), H = x.size(2), W = x.size(3), HW = H * W, w = static_cast<int64_t>(g.size());
-  Tensor dx = Tensor::empty(x.shape(), x.dtype());
+  Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   const Tensor Gc = G.defined() ? G.contiguous() : G;
+  if (!x.device().is_cpu()) {  // CUDA: filter the (G ⊙) coefficient maps as [P, 3, H, W], combine per element
+    const Tensor src = Gc.defined() ? ops::mul(abc, Gc.view({P, 1, H, W})) : abc;
+    const Tensor f3 = ops::sep_filter2d(src, g);
+#if KDET_CUDA
+    cuda::kd_ssim_combine(x, y, f3, !Gc.defined(), gs, dx);
+#endif
+    return dx;
+  }
   dispatch_float(x.dtype(), "kd_ssim backward", [&](auto tag) {
     using T = decltype(tag);
     const std::vector<T> gt(g.begin(), g.end());
@@ -162,16 +186,26 @@ Tensor ssim_backward(const Tensor& x, const Tensor& y, const Tensor& abc, const 
 // Per-plane min-max rescaling: forward values and what the backward needs.
 struct MinMax {
   Tensor out;                    // x̂
-  std::vector<double> mn, mx;    // per plane
+  std::vector<double> mn, mx;    // per plane (CPU)
+  Tensor mn_t, mx_t;             // per plane, x's dtype (CUDA: kept on the device)
 };
 
 MinMax minmax_forward(const Tensor& x, double eps) {
   KDET_CHECK(x.ndim() == 4 && x.size(2) * x.size(3) > 0, "kd_minmax_normalize: expects non-empty [N, C, H, W], got ",
              x.desc());
-  KDET_CHECK(x.device().is_cpu(), "kd_minmax_normalize: CPU only (got ", x.desc(), ")");
   const Tensor xc = x.contiguous();
   const int64_t P = x.size(0) * x.size(1), HW = x.size(2) * x.size(3);
   MinMax r;
+  if (!x.device().is_cpu()) {
+    if (!(KDET_CUDA && x.device().is_cuda())) no_kernel("kd_minmax_normalize", x.device());
+    r.out = Tensor::empty(x.shape(), x.dtype(), x.device());
+    r.mn_t = Tensor::empty({P}, x.dtype(), x.device());
+    r.mx_t = Tensor::empty({P}, x.dtype(), x.device());
+#if KDET_CUDA
+    cuda::kd_minmax_forward(xc, eps, r.out, r.mn_t, r.mx_t);
+#endif
+    return r;
+  }
   r.out = Tensor::empty(x.shape(), x.dtype());
   r.mn.resize(P);
   r.mx.resize(P);
@@ -198,11 +232,18 @@ MinMax minmax_forward(const Tensor& x, double eps) {
   return r;
 }
 
-Tensor minmax_backward(const Tensor& gy, const Tensor& x, const Tensor& out, const std::vector<double>& mn,
-                       const std::vector<double>& mx, double eps) {
+Tensor minmax_backward(const Tensor& gy, const Tensor& x, const MinMax& f, double eps) {
   const Tensor gc = gy.contiguous();
+  const Tensor& out = f.out;
+  const std::vector<double>&mn = f.mn, &mx = f.mx;
   const int64_t P = x.size(0) * x.size(1), HW = x.size(2) * x.size(3);
-  Tensor dx = Tensor::empty(x.shape(), x.dtype());
+  Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (!x.device().is_cpu()) {
+#if KDET_CUDA
+    cuda::kd_minmax_backward(gc, x, out, f.mn_t, f.mx_t, eps, dx);
+#endif
+    return dx;
+  }
   dispatch_float(x.dtype(), "kd_minmax_normalize backward", [&](auto tag) {
     using T = decltype(tag);
     const T* pg = gc.data<T>();
@@ -245,9 +286,8 @@ Var minmax_normalize(const Var& x, double eps) {
   MinMax f = minmax_forward(x.data(), eps);
   const Tensor out = f.out;
   return record("kd_minmax_normalize", out, {&x},
-                [xd = x.data().contiguous(), out, mn = std::move(f.mn), mx = std::move(f.mx), eps](const Tensor& g,
-                                                                                                   Grads& gr) {
-                  gr.accumulate(0, minmax_backward(g, xd, out, mn, mx, eps));
+                [xd = x.data().contiguous(), f = std::move(f), eps](const Tensor& g, Grads& gr) {
+                  gr.accumulate(0, minmax_backward(g, xd, f, eps));
                 });
 }
 
@@ -265,7 +305,7 @@ Var ssim_loss(const Var& x, const Tensor& y, const std::vector<double>& g, doubl
   SsimFwd f = ssim_forward(xc, yc, g, C1, C2, map != nullptr);
   if (map) *map = f.map;
   const double n = static_cast<double>(x.numel());
-  const Tensor out = Tensor::scalar(f.loss_sum / n, x.dtype());
+  const Tensor out = Tensor::scalar(f.loss_sum / n, x.dtype()).to(x.device());
   return record("kd_ssim_loss", out, {&x}, [xc, yc, abc = f.abc, g, n](const Tensor& G, Grads& gr) {
     gr.accumulate(0, ssim_backward(xc, yc, abc, Tensor(), -G.item() / n, g));
   });

@@ -3,7 +3,9 @@
 //
 // abs_mean_channels / abs_mean_spatial / abs_means / signed_means (+ abs_out) / attention_maps /
 // spatial_attention / channel_attention / sq_dist_sum (no weight, a full weight, [N,1,H,W] × [N,C,1,1] weights,
-// per image or total), f32 and f64: outputs and the gradients of Σ out ⊙ r with respect to every input. Both
+// per image or total), and SSIM-KD's minmax_normalize / ssim_map / ssim_loss (distill/loss_ssim_cuda.cu; the
+// Gaussian filter is cuDNN's depthwise conv there, a separable row/column pass on the CPU: f32 tolerance 1e-4),
+// f32 and f64: outputs and the gradients of Σ out ⊙ r with respect to every input. Both
 // devices sum in double in different fixed orders: tolerances 1e-5 (f32) / 1e-12 (f64) relative to the largest
 // reference magnitude. Repeated GPU runs must be bit-identical. Without a GPU each case reports
 // "no CUDA device: skipped (...)" and returns; without the backend this file has no cases.
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "distill/kd_common.h"
+#include "distill/loss_ssim.h"
 #include "engine/functional.h"
 #include "engine/random.h"
 #include "tests/gradcheck.h"
@@ -31,8 +34,8 @@ double rel_for(DType dt) { return dt == DType::F32 ? 1e-5 : 1e-12; }
 // fn on CPU Vars and on CUDA copies; compares the outputs and the gradients of Σ_k Σ out_k ⊙ r_k for the inputs
 // flagged in grad. Also runs the GPU side twice: bit-identical outputs and gradients.
 void compare(const std::string& what, const std::function<std::vector<Var>(const std::vector<Var>&)>& fn,
-             const std::vector<Tensor>& inputs, const std::vector<bool>& grad, DType dt) {
-  const double rel = rel_for(dt);
+             const std::vector<Tensor>& inputs, const std::vector<bool>& grad, DType dt, double rel = 0) {
+  if (rel == 0) rel = rel_for(dt);
   auto run = [&](Device d, std::vector<Tensor>& outs, std::vector<Tensor>& grads) {
     std::vector<Var> vs;
     for (size_t i = 0; i < inputs.size(); ++i) vs.emplace_back(inputs[i].to(d), static_cast<bool>(grad[i]));
@@ -158,6 +161,56 @@ TEST_CASE("[cuda] kd_common: a large map (many blocks) matches the CPU") {
       {f}, {true}, DType::F32);
   compare("sq_dist_sum 2x256x64x64", [](const V& v) { return V{kd::sq_dist_sum(v[0], v[1], Tensor(), true)}; },
           {f, t}, {true, true}, DType::F32);
+}
+
+TEST_CASE("[cuda] SSIM-KD: minmax_normalize (ties included), ssim_map, ssim_loss, the SSIM-KD loss module") {
+  KDET_REQUIRE_GPU();
+  using V = std::vector<Var>;
+  const std::vector<double> win = kd::gaussian_kernel_1d(11, 1.5);
+  const double C1 = 1e-4, C2 = 9e-4;
+  for (DType dt : {DType::F32, DType::F64}) {
+    const std::string ds = dt == DType::F32 ? " f32" : " f64";
+    const double rel = dt == DType::F32 ? 1e-4 : 1e-10;
+    Generator g(4);
+    // Quantised values: several elements share each plane's min and max (the tie-splitting gradient rule).
+    Tensor q = rand_uniform({2, 3, 9, 10}, g, 0, 8, dt);
+    {
+      auto v = q.to_vector<double>();
+      for (auto& e : v) e = std::floor(e) * 0.25;
+      q = Tensor::from_vector(v, q.shape()).to(dt);
+    }
+    compare("minmax_normalize with ties" + ds, [](const V& v) { return V{kd::minmax_normalize(v[0], 1e-6)}; }, {q},
+            {true}, dt, rel);
+    const Tensor x = rand_uniform({2, 3, 16, 13}, g, 0, 1, dt), y = rand_uniform({2, 3, 16, 13}, g, 0, 1, dt);
+    compare(
+        "ssim_map" + ds, [&](const V& v) { return V{kd::ssim_map(v[0], v[1], win, C1, C2)}; }, {x, y}, {true, false},
+        dt, rel);
+    compare(
+        "ssim_loss" + ds, [&](const V& v) { return V{kd::ssim_loss(v[0], v[1].data(), win, C1, C2)}; }, {x, y},
+        {true, false}, dt, rel);
+    // A level smaller than the window (5x4 with an 11-tap window).
+    const Tensor xs = rand_uniform({1, 2, 5, 4}, g, 0, 1, dt), ys = rand_uniform({1, 2, 5, 4}, g, 0, 1, dt);
+    compare(
+        "ssim_loss on a 5x4 level" + ds,
+        [&](const V& v) { return V{kd::ssim_loss(kd::minmax_normalize(v[0], 1e-12), v[1].data(), win, C1, C2)}; },
+        {xs, ys}, {true, false}, dt, rel);
+  }
+  // The loss module end to end (adapter conv on cuDNN, min-max, SSIM): loss and parameter gradients.
+  kd::SSIMKDLoss mc({{4, 6}}, kd::SSIMConfig{}), mg({{4, 6}}, kd::SSIMConfig{});
+  Generator g(9);
+  for (auto& [name, p] : mc.named_parameters("", true)) p.data().copy_(rand_normal(p.shape(), g, 0, 0.2, p.dtype()));
+  mg.load_state_dict(mc.state_dict());
+  mg.to(kGpu);
+  const Tensor s = rand_normal({2, 4, 12, 12}, g), t = rand_normal({2, 6, 12, 12}, g);
+  Var sc(s, true), sg(s.to(kGpu), true);
+  const kd::KdResult rc = mc.forward({sc}, {t}), rg = mg.forward({sg}, {t.to(kGpu)});
+  check_vs_cpu(rg.loss.data(), rc.loss.data(), 1e-4, "SSIMKDLoss loss");
+  rc.loss.backward();
+  rg.loss.backward();
+  check_vs_cpu(sg.grad(), sc.grad(), 1e-4, "SSIMKDLoss d student");
+  auto pc = mc.named_parameters("", true), pg = mg.named_parameters("", true);
+  REQUIRE(pc.size() == pg.size());
+  for (size_t i = 0; i < pc.size(); ++i) check_vs_cpu(pg[i].second.grad(), pc[i].second.grad(), 1e-4, "d " + pc[i].first);
 }
 
 #endif  // KDET_CUDA
