@@ -196,6 +196,7 @@ struct Study {
   StudyOptions o;
   std::string teacher_cfg, student_cfg;
   std::vector<std::string> methods;
+  std::set<std::string> controls;  // methods that are controls (e.g. inheritance alone): never `best`
   std::map<std::string, std::string> method_cfg;
   std::vector<int64_t> seeds, extra_seeds;
   std::vector<std::string> extra_runs;
@@ -387,6 +388,10 @@ std::vector<RunResult> run_study(const StudyOptions& opts) {
     s.method_cfg[m] = resolve_rel(opts.config, c.get_string("methods." + m));
   }
   for (const auto& k : c.keys("methods")) c.get_string("methods." + k);  // unused entries are allowed
+  for (const auto& m : c.has("study.controls") ? c.get_strings("study.controls") : std::vector<std::string>{}) {
+    KDET_CHECK(s.method_cfg.count(m), "study: study.controls: '", m, "' is not one of study.methods");
+    s.controls.insert(m);
+  }
   s.seeds = c.get_ints("study.seeds", {0});
   KDET_CHECK(!s.seeds.empty(), "study: study.seeds is empty");
   s.extra_seeds = c.get_ints("study.extra_seeds", {});
@@ -492,7 +497,7 @@ std::vector<RunResult> run_study(const StudyOptions& opts) {
   };
   std::string best;
   for (const auto& m : s.methods)
-    if (best.empty() || method_mean(m) > method_mean(best)) best = m;
+    if (!s.controls.count(m) && (best.empty() || method_mean(m) > method_mean(best))) best = m;
   {
     std::vector<std::string> extra;
     for (auto e : s.extra_runs) {
@@ -608,6 +613,21 @@ std::vector<RunResult> run_study(const StudyOptions& opts) {
     }
     md += "\nKD methods whose student starts with the teacher's neck and head (distill.inherit = true): " +
           (inh.empty() ? std::string("none") : inh) + ".\n";
+    // A control with inheritance and no KD loss: what each inheriting method adds beyond inheritance.
+    for (const auto& ctl : s.controls) {
+      if (!agg.count(ctl) || !Config::load(s.method_cfg.at(ctl)).get_bool("distill.inherit", false)) continue;
+      const auto& a = agg[ctl];
+      std::string line;
+      for (const auto& m : s.methods) {
+        if (s.controls.count(m) || !agg.count(m) || !Config::load(s.method_cfg.at(m)).get_bool("distill.inherit", false))
+          continue;
+        line += (line.empty() ? "" : ", ") + m + " " + fmt("%+.2f", 100 * (agg[m].mean - a.mean));
+      }
+      md += "\nControl `" + ctl + "` (inheritance alone, no KD loss): mean AP " + fmt("%.2f", 100 * a.mean) + " over " +
+            std::to_string(a.ap.size()) + " seed(s) (" + fmt("%+.2f", 100 * (a.mean - base_mean)) + " vs the baseline). What the KD loss adds on top of inheritance " +
+            "(mean AP minus the control's): " + (line.empty() ? std::string("no inheriting KD method ran") : line) +
+            ".\n";
+    }
   }
   md += "\nFiles: results.csv, ap_per_method.png, loss_curves.png" + std::string(s.viz ? ", viz_kd/" : "") +
         "; every run's directory (<method>_s<seed>/) holds run.cfg, log.jsonl, metrics.json, stdout.txt.\n";

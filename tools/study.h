@@ -7,6 +7,9 @@
 //   teacher = kd_teacher_r34_tiny_synth.cfg     # a `kdet train` config (the larger RetinaNet)
 //   student = retinanet_r18_tiny_synth.cfg      # the baseline student (`kdet train`)
 //   methods = fitnet, logit_kd, fgd, ...        # run order; each needs an entry in [methods]
+//   controls = inherit                          # methods that are controls, not KD methods: never `best`;
+//                                               # an inheriting control (distill.inherit, no KD loss) gets
+//                                               # a results.md line: each inheriting method minus it
 //   seeds = 0                                   # seeds of every student run (baseline and each method)
 //   extra_seeds = 1                             # more seeds for `extra_seed_runs` (after the others)
 //   extra_seed_runs = baseline, best            # names; `best` = best KD method by mean AP so far

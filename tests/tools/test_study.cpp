@@ -200,6 +200,12 @@ TEST_CASE("study: bad configs fail with a clear message") {
                      << "\nmethods = fgd\n[methods]\nmgd = " << abs("configs/kd_mgd_r34_r18_tiny_synth.cfg") << "\n";
   CHECK(kdet_run("study " + cfg + " --out " + t.path + "/o", t.path) == 1);
   CHECK(slurp(t.path + "/stderr.txt").find("methods.fgd") != std::string::npos);
+  std::ofstream(cfg) << "[study]\nteacher = " << abs("configs/kd_teacher_r34_tiny_synth.cfg")
+                     << "\nstudent = " << abs("configs/retinanet_r18_tiny_synth.cfg")
+                     << "\nmethods = mgd\ncontrols = inherit\n[methods]\nmgd = " << abs("configs/kd_mgd_r34_r18_tiny_synth.cfg")
+                     << "\n";
+  CHECK(kdet_run("study " + cfg + " --out " + t.path + "/o", t.path) == 1);
+  CHECK(slurp(t.path + "/stderr.txt").find("study.controls: 'inherit' is not one of study.methods") != std::string::npos);
   std::ofstream(cfg) << "[study]\nteacher = x.cfg\n";
   CHECK(kdet_run("study " + cfg + " --out " + t.path + "/o", t.path) == 1);
   CHECK(slurp(t.path + "/stderr.txt").find("x.cfg") != std::string::npos);
