@@ -6,7 +6,7 @@ std::vector<data::Detection> to_coco_results(const data::Dataset& ds, int64_t im
   std::vector<data::Detection> out;
   const int64_t k = d.size();
   if (k == 0) return out;
-  Tensor b = d.boxes.to(DType::F32).contiguous(), s = d.scores.to(DType::F32).contiguous();
+  Tensor b = d.boxes.to(Device::cpu()).to(DType::F32).contiguous(), s = d.scores.to(Device::cpu()).to(DType::F32).contiguous();
   auto lab = d.labels.to_vector<int64_t>();
   const float* pb = b.data<float>();
   const float* ps = s.data<float>();

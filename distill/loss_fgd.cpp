@@ -119,7 +119,7 @@ KdResult FGDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>& 
     const auto [as_t, ac_t] = attention_maps(T[i], tau, tau);
     Var as_s = spatial_attention(s, tau), ac_s = channel_attention(s, tau);
     auto [fg64, bg64] = fgd_masks(boxes, ref_hw, H, W);
-    const Tensor fg = fg64.to(s.dtype()), bg = bg64.to(s.dtype());
+    const Tensor fg = fg64.to(s.dtype()).to(s.device()), bg = bg64.to(s.dtype()).to(s.device());  // built on the host
     // Σ (s − t)²·A^S_t·A^C_t·mask, the weight as a spatial [N,1,H,W] × channel [N,C,1,1] pair
     const Tensor ac4 = ac_t.reshape({N, C, 1, 1});
     Var fg_loss = sq_dist_sum(s, t, ops::mul(as_t, fg).reshape({N, 1, H, W}), false, ac4) * invN;

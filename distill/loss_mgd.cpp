@@ -22,7 +22,9 @@ MGDLoss::MGDLoss(const std::vector<std::pair<int64_t, int64_t>>& channels, const
 
 std::vector<Tensor> MGDLoss::draw_rand(const std::vector<Tensor>& T, Generator& g) {
   std::vector<Tensor> r;
-  for (const Tensor& t : T) r.push_back(rand_uniform({t.size(0), 1, t.size(2), t.size(3)}, g, 0.0, 1.0, t.dtype()));
+  // Drawn on the host (the same masks whatever the device), then moved to the features' device.
+  for (const Tensor& t : T)
+    r.push_back(rand_uniform({t.size(0), 1, t.size(2), t.size(3)}, g, 0.0, 1.0, t.dtype()).to(t.device()));
   return r;
 }
 

@@ -79,6 +79,11 @@ int cmd_distill(int argc, char** argv) {
     if (!quiet) std::printf("inherit: student neck and head initialised from the teacher\n");
   }
   dist.train(true);
+  if (!opts.device.is_cpu()) {  // before the optimizer is built (it holds the parameters where they are)
+    dist.teacher().to(opts.device);
+    dist.student().to(opts.device);
+    dist.kd_module().to(opts.device);
+  }
 
   data::Loader loader(d.train, d.train_indices, d.train_loader);
   const int64_t per_epoch = loader.batches_per_epoch();
@@ -113,7 +118,9 @@ int cmd_distill(int argc, char** argv) {
 
   std::vector<data::Detection> last_results;
   data::CocoMetrics last_metrics;
-  train::LossFn loss_fn = [&](const data::Batch& b) { return dist.loss(b); };
+  train::LossFn loss_fn = [&](const data::Batch& b) {
+    return opts.device.is_cpu() ? dist.loss(b) : dist.loss(train::batch_to(b, opts.device));
+  };
   train::EvalFn eval_fn = [&](int64_t) {
     last_metrics = train::evaluate_detector(dist.student(), d.val, d.val_loader, &last_results, quiet);
     std::map<std::string, double> m;

@@ -60,6 +60,8 @@ int cmd_train(int argc, char** argv) {
   }
   if (!load_from.empty()) load_detector_weights(*model, load_from);
   model->train(true);
+  // Before the optimizer is built: it holds the parameters (and creates its state) where they are.
+  if (!opts.device.is_cpu()) model->to(opts.device);
 
   data::Loader loader(d.train, d.train_indices, d.train_loader);
   const int64_t per_epoch = loader.batches_per_epoch();
@@ -83,7 +85,9 @@ int cmd_train(int argc, char** argv) {
 
   std::vector<data::Detection> last_results;
   data::CocoMetrics last_metrics;
-  train::LossFn loss_fn = [&](const data::Batch& b) { return model->loss(b); };
+  train::LossFn loss_fn = [&](const data::Batch& b) {
+    return opts.device.is_cpu() ? model->loss(b) : model->loss(train::batch_to(b, opts.device));
+  };
   train::EvalFn eval_fn = [&](int64_t) {
     last_metrics = train::evaluate_detector(*model, d.val, d.val_loader, &last_results, quiet);
     std::map<std::string, double> m;

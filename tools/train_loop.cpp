@@ -279,11 +279,39 @@ TrainOptions TrainOptions::from_config(const Config& c) {
   o.skip_nonfinite = nonfinite == "skip";
   o.max_skips_in_a_row = c.get_int("train.max_skips_in_a_row", 100);
   KDET_CHECK(o.max_skips_in_a_row >= 0, "train.max_skips_in_a_row must be >= 0");
+  o.device = parse_device(c.get_string("train.device", "cpu"), "train.device");
   KDET_CHECK(o.epochs > 0 || o.max_iters > 0, "train: epochs or max_iters must be positive");
   KDET_CHECK(o.log_interval > 0, "train.log_interval must be positive");
   KDET_CHECK(o.checkpoint_interval >= 0 && o.eval_interval >= 0 && o.grad_clip >= 0,
              "train: checkpoint_interval, eval_interval and grad_clip must be >= 0");
   return o;
+}
+
+Device parse_device(const std::string& s, const std::string& key) {
+  if (s == "cpu") return Device::cpu();
+  int index = 0;
+  if (s != "cuda") {
+    KDET_CHECK(s.rfind("cuda:", 0) == 0 && s.size() > 5 && s.size() <= 8 &&
+                   s.find_first_not_of("0123456789", 5) == std::string::npos,
+               key, " must be cpu, cuda or cuda:N, got '", s, "'");
+    index = std::stoi(s.substr(5));
+  }
+  KDET_CHECK(cuda_built(), key, " = ", s, ": this kdet binary was built without the CUDA backend (rebuild with make CUDA=1; ",
+             "`kdet info` shows what a build has)");
+  const int n = cuda_device_count();
+  KDET_CHECK(index < n, key, " = ", s, ": ", n, " CUDA device(s) visible to this process");
+  return Device::cuda(index);
+}
+
+data::Batch batch_to(const data::Batch& b, Device d) {
+  data::Batch o = b;
+  o.images = b.images.to(d);
+  return o;
+}
+
+Device module_device(Module& m) {
+  for (auto* v : m.parameters()) return v->data().device();
+  return Device::cpu();
 }
 
 Trainable Trainable::of(Module& m) {
@@ -355,6 +383,7 @@ TrainPosition load_checkpoint(const std::string& path, const Trainable& model, O
 data::CocoMetrics evaluate_detector(Detector& model, const data::Dataset& ds, const data::LoaderConfig& lc,
                                     std::vector<data::Detection>* results, bool quiet) {
   const bool was_training = model.training();
+  const Device dev = module_device(model);  // the batches go where the model is
   model.eval();
   data::Loader loader(ds, lc);
   std::vector<data::Detection> dets;
@@ -362,7 +391,7 @@ data::CocoMetrics evaluate_detector(Detector& model, const data::Dataset& ds, co
   auto t0 = std::chrono::steady_clock::now();
   int64_t n = 0, total = static_cast<int64_t>(ds.images.size());
   while (loader.next_batch(b)) {
-    std::vector<Detections> d = model.predict(b, true);
+    std::vector<Detections> d = model.predict(dev.is_cpu() ? b : batch_to(b, dev), true);
     auto r = to_coco_results(ds, b, d);
     dets.insert(dets.end(), r.begin(), r.end());
     n += static_cast<int64_t>(b.size());

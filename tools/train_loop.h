@@ -90,6 +90,8 @@ LRSchedule build_lr_schedule(const Config& c, const Optimizer& opt, int64_t iter
 //   skips that step (no update, no iteration counted; each skip is a "mode":"skip" line with the reason
 //   and the running "skipped_steps" count in the JSONL log, and TrainResult::skipped_steps)
 //   | max_skips_in_a_row 100 (then stop)
+//   device cpu|cuda|cuda:N (kdet train / distill: the model(s), the KD module, the batch images, the
+//   optimizer state and the evaluation on that device; needs a CUDA build, make CUDA=1)
 struct TrainOptions {
   int64_t epochs = 12;
   int64_t max_iters = 0;
@@ -104,8 +106,19 @@ struct TrainOptions {
   std::string work_dir;
   int64_t stop_at = -1;  // stop (after checkpointing) when this iteration is reached: an interruption
   bool quiet = false;    // no progress lines (tests)
+  // train.device = cpu | cuda | cuda:N — where the model(s), the batches and the optimizer state live.
+  // Checkpoints are written from the host either way (a GPU run's checkpoint resumes on the CPU and back).
+  Device device = Device::cpu();
   static TrainOptions from_config(const Config& c);
 };
+
+// "cpu", "cuda" or "cuda:N" (the value of config key `key`); a CUDA device needs a CUDA build
+// (make CUDA=1) and that device present, else a clear error naming the key.
+Device parse_device(const std::string& s, const std::string& key);
+// The batch with its images on `d` (the annotations and metas stay on the host, as the detectors expect).
+data::Batch batch_to(const data::Batch& b, Device d);
+// Where a module's parameters live (the first parameter's device; the CPU for a module without any).
+Device module_device(Module& m);
 
 // What a checkpoint saves of the trained model(s) and how training/eval mode is switched.
 struct Trainable {

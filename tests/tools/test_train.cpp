@@ -13,6 +13,7 @@
 
 #include "detectors/build.h"
 #include "engine/config.h"
+#include "engine/device.h"
 #include "engine/safetensors.h"
 
 using namespace kdet;
@@ -171,6 +172,16 @@ TEST_CASE("train/eval/infer: metrics + results JSON, drawn PNG, clear errors on 
   // --set of a key that does not exist
   CHECK(kdet_run("train " + kCfg + " --work-dir " + d + "/w2 --set train.lrr=0.1", d, &err) == 1);
   CHECK(err.find("train.lrr") != std::string::npos);
+  // train.device: a bad value, and a CUDA device this binary or machine does not have
+  CHECK(kdet_run("train " + kCfg + " --work-dir " + d + "/w2 --set train.device=gpu", d, &err) == 1);
+  CHECK(err.find("train.device must be cpu, cuda or cuda:N, got 'gpu'") != std::string::npos);
+  if (!cuda_built() || cuda_device_count() == 0) {
+    CHECK(kdet_run("train " + kCfg + " --work-dir " + d + "/w2 --set train.device=cuda", d, &err) == 1);
+    CHECK(err.find(cuda_built() ? "0 CUDA device(s)" : "built without the CUDA backend") != std::string::npos);
+  } else {
+    CHECK(kdet_run("train " + kCfg + " --work-dir " + d + "/w2 --set train.device=cuda:99", d, &err) == 1);
+    CHECK(err.find("CUDA device(s) visible") != std::string::npos);
+  }
   // missing data path
   std::ofstream(d + "/coco.cfg") << "base = " << std::filesystem::absolute(kCfg).string()
                                  << "\n[data]\ntype = coco\ntrain_ann = " << d << "/nope.json\nval_ann = " << d

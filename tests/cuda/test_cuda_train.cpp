@@ -1,0 +1,116 @@
+// [cuda] `kdet train` / `kdet distill` with train.device = cuda, end to end in-process (cli::cmd_train,
+// cli::cmd_distill): the same 3 iterations on the CPU and on the GPU log the same losses (f32 tolerance),
+// and the GPU run's checkpoint (written from the host) resumes on the CPU. Skipped without a GPU.
+#include <doctest/doctest.h>
+
+#if KDET_CUDA  // the CPU build has tests/cuda/test_cuda_ops.cpp's "[cuda] CUDA backend: not built" instead
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/cuda/cuda_test_util.h"
+#include "tools/commands.h"
+
+using namespace kdet;
+
+namespace {
+
+struct TmpDir {
+  std::string path;
+  explicit TmpDir(const char* tag) : path(std::string("/tmp/kdet_cuda_") + tag + "_" + std::to_string(::getpid())) {
+    std::filesystem::create_directories(path);
+  }
+  ~TmpDir() { std::filesystem::remove_all(path); }
+};
+
+int run(int (*cmd)(int, char**), std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  return cmd(static_cast<int>(argv.size()), argv.data());
+}
+
+// The "mode":"train" lines of a work dir's log.jsonl.
+std::vector<nlohmann::json> train_lines(const std::string& dir) {
+  std::ifstream f(dir + "/log.jsonl");
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(f, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.value("mode", "") == "train") out.push_back(j);
+  }
+  return out;
+}
+
+void compare_logs(const std::string& cpu, const std::string& gpu, double rel) {
+  auto a = train_lines(cpu), b = train_lines(gpu);
+  REQUIRE(a.size() == b.size());
+  REQUIRE(!a.empty());
+  for (size_t i = 0; i < a.size(); ++i)
+    for (auto& [k, v] : a[i].items()) {
+      if (k.rfind("loss", 0) != 0 && k != "grad_norm") continue;
+      REQUIRE_MESSAGE(b[i].contains(k), k);
+      const double x = v.get<double>(), y = b[i][k].get<double>();
+      CHECK_MESSAGE(std::abs(x - y) <= rel * (std::abs(x) + 1e-3), k << " at log line " << i << ": cpu " << x
+                                                                      << ", gpu " << y);
+    }
+}
+
+const std::string kCfg = "configs/retinanet_r18_micro_synth.cfg";
+
+std::vector<std::string> common(const std::string& d, const std::string& work, const std::string& device) {
+  return {"--work-dir", work, "--quiet", "--set", "data.synth_dir=" + d + "/synth", "data.synth_train_images=6",
+          "data.synth_val_images=4", "train.max_iters=3", "train.log_interval=1", "train.checkpoint_interval=3",
+          "train.device=" + device};
+}
+
+}  // namespace
+
+TEST_CASE("[cuda] kdet train with train.device = cuda: the CPU run's losses, a checkpoint that resumes on the CPU") {
+  KDET_REQUIRE_GPU();
+  REQUIRE(std::filesystem::exists(kCfg));
+  TmpDir t("train");
+  for (const char* dev : {"cpu", "cuda"}) {
+    std::vector<std::string> a = {"train", kCfg};
+    for (auto& s : common(t.path, t.path + "/" + dev, dev)) a.push_back(s);
+    REQUIRE_MESSAGE(run(cli::cmd_train, a) == 0, dev);
+  }
+  compare_logs(t.path + "/cpu", t.path + "/cuda", 2e-3);
+  CHECK(std::filesystem::exists(t.path + "/cuda/metrics.json"));
+  // The GPU run's checkpoint continues on the CPU (one more iteration).
+  std::vector<std::string> a = {"train", kCfg};
+  for (auto& s : common(t.path, t.path + "/resumed", "cpu")) a.push_back(s);
+  a.insert(a.end(), {"--set", "train.max_iters=4", "--resume", t.path + "/cuda/iter_3.safetensors"});
+  CHECK(run(cli::cmd_train, a) == 0);
+}
+
+TEST_CASE("[cuda] kdet distill with train.device = cuda (FGD, MGD): the CPU run's losses") {
+  KDET_REQUIRE_GPU();
+  TmpDir t("distill");
+  // A teacher checkpoint: the micro detector trained for 3 iterations on the CPU.
+  {
+    std::vector<std::string> a = {"train", kCfg};
+    for (auto& s : common(t.path, t.path + "/teacher", "cpu")) a.push_back(s);
+    REQUIRE(run(cli::cmd_train, a) == 0);
+  }
+  for (const char* method : {"fgd", "mgd"}) {
+    const std::string cfg = t.path + "/kd_" + method + ".cfg";
+    std::ofstream(cfg) << "base = " << std::filesystem::absolute(kCfg).string() << "\n[teacher]\n"
+                       << "type = retinanet\ndepth = 18\nnum_classes = 6\nbase_channels = 8\nfrozen_stages = -1\n"
+                       << "norm_eval = false\nneck_channels = 16\nstacked_convs = 1\nhead_norm = none\nreg_loss = l1\n"
+                       << "weights = " << t.path << "/teacher/iter_3.safetensors\n"
+                       << "[distill]\nmethod = " << method << "\ninherit = false\n";
+    for (const char* dev : {"cpu", "cuda"}) {
+      std::vector<std::string> a = {"distill", cfg};
+      for (auto& s : common(t.path, t.path + "/" + method + "_" + dev, dev)) a.push_back(s);
+      REQUIRE_MESSAGE(run(cli::cmd_distill, a) == 0, method << " on " << dev);
+    }
+    compare_logs(t.path + "/" + method + "_cpu", t.path + "/" + method + "_cuda", 5e-3);
+  }
+}
+
+#endif  // KDET_CUDA
