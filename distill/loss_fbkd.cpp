@@ -6,7 +6,9 @@
 
 #include <omp.h>
 
+#include "engine/backend.h"
 #include "engine/gemm.h"
+#include "engine/ops/conv2d.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/matmul.h"
 #include "engine/ops/pool2d.h"
@@ -93,8 +95,7 @@ void stack_weights(const std::array<Tensor, 6>& wb, int64_t I, int64_t C, T* w, 
 
 Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, const Var& w_phi, const Var& b_phi,
                        const Var& w_g, const Var& b_g, int64_t pool) {
-  KDET_CHECK(x.ndim() == 4 && x.device().is_cpu(), "kd_nonlocal_attention: expects a CPU [N, C, H, W] input, got ",
-             x.data().desc());
+  KDET_CHECK(x.ndim() == 4, "kd_nonlocal_attention: expects an [N, C, H, W] input, got ", x.data().desc());
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), HW = H * W, I = w_theta.size(0), k = pool;
   for (const Var* v : {&w_theta, &w_phi, &w_g})
     KDET_CHECK((v->shape() == Shape{I, C, 1, 1}) && v->dtype() == x.dtype(), "kd_nonlocal_attention: weight ",
@@ -104,6 +105,17 @@ Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, con
                v->defined() ? v->data().desc() : std::string("(none)"), " must be [", I, "]");
   KDET_CHECK(k >= 1 && H >= k && W >= k, "NonLocalBlock: a ", H, "x", W, " feature map is smaller than the pool ", k);
   const int64_t M = (H / k) * (W / k);
+  if (!x.device().is_cpu()) {
+    if (!(KDET_CUDA && x.device().is_cuda())) no_kernel("kd_nonlocal_attention", x.device());
+    // CUDA: the definition from device ops (1×1 convs on cuDNN, max pooling with the same first-maximum rule,
+    // batched cuBLAS products); autograd gives every gradient. Same values as the fused CPU op to rounding.
+    const Conv2dArgs one = Conv2dArgs::make(1, 0);
+    Var theta = reshape(conv2d(x, w_theta, b_theta, one), {N, I, HW});
+    Var phi = conv2d(x, w_phi, b_phi, one), g = conv2d(x, w_g, b_g, one);
+    if (k > 1) phi = max_pool2d(phi, k, k, 0), g = max_pool2d(g, k, k, 0);
+    Var A = matmul(reshape(g, {N, I, M}), transpose(reshape(phi, {N, I, M}), 1, 2)) * (1.0 / static_cast<double>(M));
+    return reshape(matmul(A, theta), {N, I, H, W});
+  }
   const std::array<Tensor, 6> wb = {w_theta.data(), b_theta.data(), w_phi.data(), b_phi.data(), w_g.data(), b_g.data()};
   const Tensor xc = x.data().contiguous();
   auto S = std::make_shared<NlSaved>();

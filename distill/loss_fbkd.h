@@ -55,6 +55,8 @@ struct FBKDConfig {
 //   O(I²·(HW + M)) instead of O(I·HW·M)). Returns y as [N, I, H, W] (the input of the W conv).
 // Backward: dθ = Aᵀ·dy, dA = dy·θᵀ, dφ = dAᵀ·g/M, dg = dA·φ/M (routed to the argmax of each window),
 // dW_cat = Σ_n dY·xᵀ, db_cat = Σ dY, dx = W_catᵀ·dY (one GEMM instead of three plus two adds).
+// CUDA: the same definition from device ops (cuDNN 1×1 convs, max pooling, batched cuBLAS products), gradients
+// by autograd (not one fused op there).
 Var nonlocal_attention(const Var& x, const Var& w_theta, const Var& b_theta, const Var& w_phi, const Var& b_phi,
                        const Var& w_g, const Var& b_g, int64_t pool);
 

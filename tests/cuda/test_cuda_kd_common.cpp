@@ -5,6 +5,7 @@
 // spatial_attention / channel_attention / sq_dist_sum (no weight, a full weight, [N,1,H,W] × [N,C,1,1] weights,
 // per image or total), and SSIM-KD's minmax_normalize / ssim_map / ssim_loss (distill/loss_ssim_cuda.cu; the
 // Gaussian filter is cuDNN's depthwise conv there, a separable row/column pass on the CPU: f32 tolerance 1e-4),
+// FBKD's nonlocal_attention (the definition from device ops on CUDA) and the FBKD loss module end to end,
 // f32 and f64: outputs and the gradients of Σ out ⊙ r with respect to every input. Both
 // devices sum in double in different fixed orders: tolerances 1e-5 (f32) / 1e-12 (f64) relative to the largest
 // reference magnitude. Repeated GPU runs must be bit-identical. Without a GPU each case reports
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "distill/kd_common.h"
+#include "distill/loss_fbkd.h"
 #include "distill/loss_ssim.h"
 #include "engine/functional.h"
 #include "engine/random.h"
@@ -211,6 +213,53 @@ TEST_CASE("[cuda] SSIM-KD: minmax_normalize (ties included), ssim_map, ssim_loss
   auto pc = mc.named_parameters("", true), pg = mg.named_parameters("", true);
   REQUIRE(pc.size() == pg.size());
   for (size_t i = 0; i < pc.size(); ++i) check_vs_cpu(pg[i].second.grad(), pc[i].second.grad(), 1e-4, "d " + pc[i].first);
+}
+
+TEST_CASE("[cuda] FBKD: nonlocal_attention (pool 1, 2, 3) and the FBKD loss module match the CPU") {
+  KDET_REQUIRE_GPU();
+  using V = std::vector<Var>;
+  for (DType dt : {DType::F32, DType::F64}) {
+    const std::string ds = dt == DType::F32 ? " f32" : " f64";
+    const double rel = dt == DType::F32 ? 1e-4 : 1e-10;
+    Generator g(6);
+    const int64_t C = 8, I = 4;
+    const Tensor x = rand_normal({2, C, 9, 8}, g, 0, 1, dt);
+    std::vector<Tensor> in = {x};
+    for (int j = 0; j < 3; ++j) {
+      in.push_back(rand_normal({I, C, 1, 1}, g, 0, 0.3, dt));
+      in.push_back(rand_normal({I}, g, 0, 0.3, dt));
+    }
+    for (int64_t pool : {1, 2, 3})
+      compare(
+          "nonlocal_attention pool " + std::to_string(pool) + ds,
+          [pool](const V& v) { return V{kd::nonlocal_attention(v[0], v[1], v[2], v[3], v[4], v[5], v[6], pool)}; }, in,
+          std::vector<bool>(7, true), dt, rel);
+  }
+  // The whole FBKD loss (signed means, attention masks, adapters, non-local blocks, safe square roots of
+  // sq_dist_sum) in f64: the loss, the student's gradient and every parameter gradient.
+  kd::FBKDConfig cfg;
+  cfg.nonlocal = {{4, 2}};
+  cfg.use_channel_mask = true;
+  kd::FBKDLoss mc(8, cfg), mg(8, cfg);
+  Generator g(8);
+  for (auto& [name, p] : mc.named_parameters("", true)) p.data().copy_(rand_normal(p.shape(), g, 0, 0.3, p.dtype()));
+  mg.load_state_dict(mc.state_dict());
+  mc.to(DType::F64);
+  mg.to(DType::F64);
+  mg.to(kGpu);
+  const Tensor s = rand_normal({2, 8, 10, 12}, g, 0, 1, DType::F64), t = rand_normal({2, 8, 10, 12}, g, 0, 1, DType::F64);
+  Var sc(s, true), sg(s.to(kGpu), true);
+  const kd::KdResult rc = mc.forward({sc}, {t}), rg = mg.forward({sg}, {t.to(kGpu)});
+  for (const auto& [k, v] : rc.terms) {
+    REQUIRE_MESSAGE(rg.terms.count(k), "FBKD term " << k << " missing on CUDA");
+    check_vs_cpu(rg.terms.at(k).data(), v.data(), 1e-9, "FBKD " + k);
+  }
+  rc.loss.backward();
+  rg.loss.backward();
+  check_vs_cpu(sg.grad(), sc.grad(), 1e-9, "FBKD d student");
+  auto pc = mc.named_parameters("", true), pg = mg.named_parameters("", true);
+  REQUIRE(pc.size() == pg.size());
+  for (size_t i = 0; i < pc.size(); ++i) check_vs_cpu(pg[i].second.grad(), pc[i].second.grad(), 1e-9, "FBKD d " + pc[i].first);
 }
 
 #endif  // KDET_CUDA
