@@ -31,8 +31,9 @@
 // * Inputs each method takes from the batch: FGD the non-ignore GT boxes of each image (crowd /
 //   ignore regions left out, as mmdet's gt_bboxes) with ref_hw = img_shape (official) or the padded
 //   batch size (box_ref = pad, mmrazor); MGD its random masks from Generator(seed).fork(step);
-//   logit_kd the sigmoid-BCE form of §8b over every anchor row of all tapped levels, avg_factor =
-//   number of rows (our choice: the spec leaves it to the pipeline), times loss_weight.
+//   dense logit_kd the sigmoid-BCE form of §8b over every anchor row of all tapped levels, avg_factor =
+//   number of rows (our choice: the spec leaves it to the pipeline), times loss_weight; RoI logit_kd
+//   the student's sampled RoIs (rois + roi_cls_score of its loss() taps) and the teacher's FPN features.
 // * inherit_from_teacher() copies every teacher tensor under the student's inherit_prefixes()
 //   ("neck.", "bbox_head." for RetinaNet / RepPoints; "neck.", "rpn_head.", "roi_head." two-stage) into
 //   the student (the "inheriting strategy" of FGD/MGD); teacher and student must be the same kind of

@@ -12,7 +12,7 @@
 //   aid   mask_spatial, with the image's instance weight exp(-β·L_T) in the title
 // Boxes (FGD's masks, AID's teacher loss): --boxes (original-image pixels, optional class), else the
 // teacher's detections with score >= --score-thr (default 0.3) on this image.
-// Files: DIR/<method>_<map>_P<level>.png (P3..P7).
+// Files: DIR/<method>_<map>_P<level>.png (P3..P7; two-stage students: P2..P5, the Distiller's default taps).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -263,12 +263,15 @@ int cmd_viz_kd(int argc, char** argv) {
     if (!student_ckpt.empty()) load_detector_weights(*student, student_ckpt);
     kd::DistillConfig dc = kd::DistillConfig::defaults(kd::parse_kd_method(mname));
     dc.teacher_weights = tw;
-    const int64_t L = teacher->tap_levels(kd::TapKind::Neck);
+    // The Distiller's default taps: every FPN level P3..P7 of a one-stage student, P2..P5 of a two-stage
+    // one (its max-pooled P6 is not distilled).
+    const int64_t L = student->tap_levels(kd::TapKind::Neck) - (student->two_stage() ? 1 : 0);
+    const int64_t p0 = student->two_stage() ? 2 : 3;  // P<p0> = level 0
     if (dc.method == kd::KdMethod::FBKD || dc.method == kd::KdMethod::AID) {
       // The spec's non-local pooling where the level is big enough, no pooling on small levels.
       auto specs = kd::fbkd_default_nonlocal(static_cast<size_t>(L));
       for (int64_t i = 0; i < L; ++i) {
-        const int64_t s = (batch.images.size(2) >> (3 + i));
+        const int64_t s = (batch.images.size(2) >> (p0 + i));
         if (specs[static_cast<size_t>(i)].pool > s) specs[static_cast<size_t>(i)].pool = 1;
       }
       dc.fbkd.nonlocal = specs;
@@ -310,7 +313,7 @@ int cmd_viz_kd(int argc, char** argv) {
     }
     auto emit = [&](const std::string& what, int64_t lvl, const std::vector<double>& map, int64_t H, int64_t W,
                     const std::string& title, const std::vector<double>& strip = {}) {
-      const std::string path = out_dir + "/" + mname + "_" + what + "_P" + std::to_string(lvl + 3) + ".png";
+      const std::string path = out_dir + "/" + mname + "_" + what + "_P" + std::to_string(lvl + p0) + ".png";
       data::write_png(path, render(base, map, static_cast<int>(H), static_cast<int>(W), title, strip));
       std::printf("  %s\n", path.c_str());
     };
@@ -322,7 +325,7 @@ int cmd_viz_kd(int argc, char** argv) {
     std::printf("%s:\n", mname.c_str());
     for (int64_t i = 0; i < L; ++i) {
       const std::string lk = "level" + std::to_string(i) + ".";
-      const std::string P = " p" + std::to_string(i + 3);
+      const std::string P = " p" + std::to_string(i + p0);
       auto get = [&](const std::string& k) -> const Tensor& {
         auto it = mid.find(lk + k);
         KDET_CHECK(it != mid.end(), "viz-kd: ", mname, " produced no '", lk + k, "'");

@@ -413,11 +413,22 @@ void cli_roi_logit_step(const std::string& type) {
     CHECK(log.find("\"loss_logit_kd\"") != std::string::npos);
     CHECK(log.find("\"loss_rpn_cls\"") != std::string::npos);
     CHECK(fs::exists(wd + "/student.safetensors"));
+    if (type != "faster_rcnn") return;
+    // viz-kd on a two-stage pair (the study's picture step): FGD's maps on P2..P5, the distilled levels.
+    std::string img;
+    for (const auto& e : fs::recursive_directory_iterator(d + "/synth"))
+      if (e.path().extension() == ".png" && img.empty()) img = e.path().string();
+    REQUIRE(!img.empty());
+    const std::string viz = std::string(bin) + " viz-kd " + cfg + " " + img + " --out " + d + "/viz --methods fgd --student " +
+                            wd + "/student.safetensors --set teacher.weights=" + tw + " > " + d + "/viz.txt 2>&1";
+    REQUIRE_MESSAGE(std::system(viz.c_str()) == 0, slurp(d + "/viz.txt"));
+    for (int p = 2; p <= 5; ++p) CHECK_MESSAGE(fs::exists(d + "/viz/fgd_mask_bg_P" + std::to_string(p) + ".png"), p);
+    CHECK_FALSE(fs::exists(d + "/viz/fgd_mask_bg_P6.png"));
   }
 }
 }  // namespace
 
-TEST_CASE("kdet distill (CLI): RoI logit KD, Faster-R34 teacher -> Faster-R18 on tiny synth; loss_logit_kd logged") {
+TEST_CASE("kdet distill (CLI): RoI logit KD, Faster-R34 teacher -> Faster-R18 on tiny synth; loss_logit_kd logged; viz-kd P2-P5") {
   cli_roi_logit_step("faster_rcnn");
 }
 
