@@ -5,7 +5,8 @@
 // spatial_attention / channel_attention / sq_dist_sum (no weight, a full weight, [N,1,H,W] × [N,C,1,1] weights,
 // per image or total), and SSIM-KD's minmax_normalize / ssim_map / ssim_loss (distill/loss_ssim_cuda.cu; the
 // Gaussian filter is cuDNN's depthwise conv there, a separable row/column pass on the CPU: f32 tolerance 1e-4),
-// FBKD's nonlocal_attention (the definition from device ops on CUDA) and the FBKD loss module end to end,
+// FBKD's nonlocal_attention (the definition from device ops on CUDA) and the FBKD, FGD, AMD, DMKD and AID loss
+// modules end to end (f64, every term, the student's gradient and every parameter gradient),
 // f32 and f64: outputs and the gradients of Σ out ⊙ r with respect to every input. Both
 // devices sum in double in different fixed orders: tolerances 1e-5 (f32) / 1e-12 (f64) relative to the largest
 // reference magnitude. Repeated GPU runs must be bit-identical. Without a GPU each case reports
@@ -17,7 +18,11 @@
 #include <vector>
 
 #include "distill/kd_common.h"
+#include "distill/loss_aid.h"
+#include "distill/loss_amd.h"
+#include "distill/loss_dmkd.h"
 #include "distill/loss_fbkd.h"
+#include "distill/loss_fgd.h"
 #include "distill/loss_ssim.h"
 #include "engine/functional.h"
 #include "engine/random.h"
@@ -260,6 +265,73 @@ TEST_CASE("[cuda] FBKD: nonlocal_attention (pool 1, 2, 3) and the FBKD loss modu
   auto pc = mc.named_parameters("", true), pg = mg.named_parameters("", true);
   REQUIRE(pc.size() == pg.size());
   for (size_t i = 0; i < pc.size(); ++i) check_vs_cpu(pg[i].second.grad(), pc[i].second.grad(), 1e-9, "FBKD d " + pc[i].first);
+}
+
+namespace {
+
+// A KD loss module on the CPU and a copy of it on the GPU (same parameters, f64): every term, the student's
+// gradient and every parameter gradient agree. run(module, student Var, teacher tensors' device) -> KdResult.
+template <class M>
+void compare_module(const std::string& what, M& mc, M& mg, const Tensor& s,
+                    const std::function<kd::KdResult(M&, const Var&, Device)>& run) {
+  Generator g(21);
+  for (auto& [name, p] : mc.named_parameters("", true)) p.data().copy_(rand_normal(p.shape(), g, 0, 0.3, p.dtype()));
+  mg.load_state_dict(mc.state_dict());
+  mc.to(DType::F64);
+  mg.to(DType::F64);
+  mg.to(kGpu);
+  Var sc(s, true), sg(s.to(kGpu), true);
+  const kd::KdResult rc = run(mc, sc, Device::cpu()), rg = run(mg, sg, kGpu);
+  for (const auto& [k, v] : rc.terms) {
+    REQUIRE_MESSAGE(rg.terms.count(k), what << ": term " << k << " missing on CUDA");
+    check_vs_cpu(rg.terms.at(k).data(), v.data(), 1e-9, what + " " + k);
+  }
+  rc.loss.backward();
+  rg.loss.backward();
+  check_vs_cpu(sg.grad(), sc.grad(), 1e-9, what + " d student");
+  auto pc = mc.named_parameters("", true), pg = mg.named_parameters("", true);
+  REQUIRE(pc.size() == pg.size());
+  for (size_t i = 0; i < pc.size(); ++i) {
+    if (!pc[i].second.grad().defined()) continue;
+    check_vs_cpu(pg[i].second.grad(), pc[i].second.grad(), 1e-9, what + " d " + pc[i].first);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("[cuda] FGD, AMD, DMKD and AID loss modules on CUDA match the CPU (f64)") {
+  KDET_REQUIRE_GPU();
+  Generator g(22);
+  const Tensor s = rand_normal({2, 4, 10, 12}, g, 0, 1, DType::F64), t = rand_normal({2, 6, 10, 12}, g, 0, 1, DType::F64);
+  const Tensor t8 = rand_normal({2, 4, 10, 12}, g, 0, 1, DType::F64);
+  {
+    kd::FGDLoss mc({{4, 6}}, kd::FGDConfig{}), mg({{4, 6}}, kd::FGDConfig{});
+    const std::vector<Tensor> boxes = {Tensor::from_vector(std::vector<double>{8, 6, 40, 30, 50, 40, 90, 78}, {2, 4}),
+                                       Tensor::zeros({0, 4}, DType::F64)};  // the second image has no boxes
+    const Tensor ref_hw = Tensor::from_vector(std::vector<double>{80, 96, 80, 96}, {2, 2});
+    compare_module<kd::FGDLoss>("FGD", mc, mg, s, [&](kd::FGDLoss& m, const Var& sv, Device d) {
+      return m.forward({sv}, {t.to(d)}, boxes, ref_hw);
+    });
+  }
+  {
+    kd::AMDLoss mc({{4, 6}}, kd::AMDConfig{}), mg({{4, 6}}, kd::AMDConfig{});
+    compare_module<kd::AMDLoss>("AMD", mc, mg, s,
+                                [&](kd::AMDLoss& m, const Var& sv, Device d) { return m.forward({sv}, {t.to(d)}); });
+  }
+  {
+    kd::DMKDLoss mc({{4, 6}}, kd::DMKDConfig{}), mg({{4, 6}}, kd::DMKDConfig{});
+    compare_module<kd::DMKDLoss>("DMKD", mc, mg, s,
+                                 [&](kd::DMKDLoss& m, const Var& sv, Device d) { return m.forward({sv}, {t.to(d)}); });
+  }
+  {
+    kd::AIDConfig cfg;
+    cfg.fbkd.nonlocal = {{2, 2}};
+    kd::AIDLoss mc(4, cfg), mg(4, cfg);
+    const Tensor tl = Tensor::from_vector(std::vector<double>{0.7, 2.5}, {2});
+    compare_module<kd::AIDLoss>("AID", mc, mg, s, [&](kd::AIDLoss& m, const Var& sv, Device d) {
+      return m.forward({sv}, {t8.to(d)}, tl.to(d));
+    });
+  }
 }
 
 #endif  // KDET_CUDA
