@@ -5,9 +5,10 @@
 // beside the same cases in torchvision (bench/torch_detectors.py) when the python has torch.
 //
 // Protocol (specs/cpu_peers.md §4): each case runs in a process of its own that builds the model, runs
-// --detector-warmup untimed and --detector-reps timed reps and reports the median / min / max ms, ru_maxrss
-// (model building included) and, on the kdet side, the engine allocator's peak of live tensor bytes.
-// Children are started with posix_spawn (no copy of the parent's memory, so their ru_maxrss is their own).
+// --detector-warmup untimed and --detector-reps timed reps and reports the median / min / max ms, the peak RSS
+// (VmHWM, model building included) and, on the kdet side, the engine allocator's peak of live tensor bytes.
+// Children are started with posix_spawn. Their peak RSS is read as VmHWM, not ru_maxrss: a spawned child's
+// ru_maxrss starts at the parent's peak (bench_util.h max_rss_mib), and the parent has built a model to count FLOPs.
 //
 // GFLOP (conv + linear only, 2 x MACs) is counted, not assumed: the parent runs one forward of a 1-image batch
 // with a gradient-requiring input and walks the autograd graph, adding 2 * numel(out) * Cin/g * kh * kw for
@@ -381,7 +382,7 @@ void run_detector_section(const DetectorBenchOptions& o, const char* argv0) {
   }
   std::printf("GFLOP: conv+linear, 2 x MACs, counted on the model (train = 3 x forward of 2 images; t.GFLOP = torch's "
               "own count). GFLOP/s uses kdet's count for both.\n"
-              "RSS = ru_maxrss of the case's process (model building included; torch's includes the interpreter and "
+              "RSS = peak RSS (VmHWM) of the case's process (model building included; torch's includes the interpreter and "
               "the torch import, ~0.27 GiB); alloc = kdet allocator peak of live tensor bytes.\n"
               "kdet/torch = torch time / kdet time (>1: kdet faster); RSS t/k = torch RSS / kdet RSS (>1: kdet "
               "smaller). load = cores used by other processes while the case ran (>0.15: not representative).\n");

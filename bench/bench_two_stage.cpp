@@ -11,11 +11,7 @@
 // all threads: on a loaded machine it is the figure that other processes disturb least), the process's peak RSS
 // (VmHWM), the peak RSS of the warm-up + timed reps over the RSS they started from (VmHWM reset through
 // /proc/self/clear_refs), and the kdet allocator's peak of live tensor bytes during the reps.
-//
-// Why VmHWM and not ru_maxrss: a posix_spawn'ed child starts with ru_maxrss = the parent's peak (Linux keeps the
-// replaced address space's high-water mark across exec, and posix_spawn runs in the parent's address space until
-// exec), so a child's ru_maxrss is never below the bench parent's, which here has built a model to count FLOPs.
-// VmHWM belongs to the child's own address space.
+// (VmHWM, not ru_maxrss: see max_rss_mib in bench/bench_util.h.)
 #include "bench/bench_two_stage.h"
 
 #include <omp.h>
@@ -23,8 +19,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
@@ -44,24 +38,6 @@ namespace {
 
 using namespace kdet::bench;
 using nlohmann::json;
-
-// A "VmXXX:   1234 kB" line of /proc/self/status, in MiB (-1 when missing).
-double proc_status_mib(const char* key) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  const std::string k = std::string(key) + ":";
-  while (std::getline(f, line))
-    if (line.rfind(k, 0) == 0) return std::atof(line.c_str() + k.size()) / 1024.0;
-  return -1;
-}
-
-// Resets VmHWM to the current RSS (Linux >= 4.0); false when not possible.
-bool reset_peak_rss() {
-  std::ofstream f("/proc/self/clear_refs");
-  f << "5";
-  f.close();
-  return static_cast<bool>(f);
-}
 
 std::unique_ptr<Detector> build_two_stage(const TwoStageBenchOptions& o, bool all_trainable) {
   KDET_CHECK(access(o.config.c_str(), R_OK) == 0, "bench frcnn: cannot read ", o.config,

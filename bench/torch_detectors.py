@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch/torchvision peers of the detector section of `make bench` (bench/bench_detector.cpp).
 
-One case per process (the C++ bench starts one process per case, so that ru_maxrss is that case's peak, model
-building, interpreter and torch import included, as in specs/cpu_peers.md §4):
+One case per process (the C++ bench starts one process per case, so that the peak RSS is that case's peak, model
+building, interpreter and torch import included, as in specs/cpu_peers.md §4; read as VmHWM, see status_mib):
 
     python3 bench/torch_detectors.py --case r50_train --size 512 --reps 5 --warmup 1 --recipe mmdet --threads 2
 
@@ -24,9 +24,19 @@ conv + linear, 2 x MACs, counted with forward hooks after the timed part), first
 import argparse
 import json
 import os
-import resource
 import statistics
 import time
+
+
+def status_mib(key):
+    """A "VmXXX:  1234 kB" line of /proc/self/status, in MiB (-1 when missing). Peak RSS is VmHWM, this address
+    space's own high-water mark: ru_maxrss of a process spawned by the bench starts at the bench's peak (Linux keeps
+    the replaced address space's mark across exec). Also used by bench/torch_faster_rcnn.py."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    return -1.0
 
 
 def _busy():
@@ -168,8 +178,8 @@ def main():
         step()
         ts.append((time.perf_counter() - t) * 1e3)
     load = ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
-    # ru_maxrss now, before the FLOP-counting forward (1 image, no_grad: no larger than inference anyway).
-    out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # peak RSS now, before the FLOP-counting forward (1 image, no_grad: no larger than inference anyway).
+    out["maxrss_mib"] = status_mib("VmHWM")
     out.update({"ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "all_ms": ts, "load": load})
     if pass_name == "train":
         out["first_losses"] = first

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch/torchvision peer of the Faster R-CNN section of `make bench` (bench/bench_two_stage.cpp).
 
-One case per process (the C++ bench starts one process per case, so that ru_maxrss is that case's peak):
+One case per process (the C++ bench starts one process per case, so that the peak RSS, VmHWM, is that case's):
 
     python3 bench/torch_faster_rcnn.py --case train --size 512 --reps 5 --warmup 1 --threads 2
 
@@ -43,17 +43,7 @@ import os
 import statistics
 import time
 
-from torch_detectors import _busy, _self, hooked_gflop, random_targets
-
-
-def status_mib(key):
-    """A "VmXXX:  1234 kB" line of /proc/self/status, in MiB (VmHWM is this address space's own peak; ru_maxrss of
-    a process spawned from the bench starts at the bench's peak)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return -1.0
+from torch_detectors import _busy, _self, hooked_gflop, random_targets, status_mib
 
 
 def reset_peak_rss():
