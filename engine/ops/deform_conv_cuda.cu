@@ -20,7 +20,9 @@
 // CPU's rule: its corners point at element 0 with NaN weights, so the NaN reaches dx as on the CPU.
 #include <bit>
 #include <climits>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include <cub/device/device_radix_sort.cuh>
 
@@ -41,8 +43,10 @@ Geom geom(const Shape& xs, const Shape& ws, const Shape& ys, const DeformConvArg
   return deform_geom(xs, ws, ys, a, "deform_conv2d (cuda)");
 }
 
-__device__ inline float dfloor(float v) { return ::floorf(v); }
-__device__ inline double dfloor(double v) { return ::floor(v); }
+// The per-element bodies below are __host__ __device__ so that their index arithmetic can be exercised on the
+// host as well; the kernels only add the grid-stride loop.
+__host__ __device__ inline float dfloor(float v) { return floorf(v); }
+__host__ __device__ inline double dfloor(double v) { return floor(v); }
 
 // The CPU's sampling table entry (deform_conv_cpu.cpp, build_table) of deform group d, tap k, output pixel pix
 // of one image: corner indices into an input plane, bilinear weights, and (grad) their derivatives w.r.t. the
@@ -56,7 +60,7 @@ struct Sample {
 };
 
 template <class T>
-__device__ inline void sample_at(const Geom& g, const T* off_n, int64_t d, int64_t k, int64_t pix, bool grad,
+__host__ __device__ inline void sample_at(const Geom& g, const T* off_n, int64_t d, int64_t k, int64_t pix, bool grad,
                                  Sample<T>& s) {
   const int64_t i = k / g.KW, j = k % g.KW, ho = pix / g.Wo, wo = pix % g.Wo;
   const T oy = off_n[(d * 2 * g.KK + 2 * k) * g.P + pix], ox = off_n[(d * 2 * g.KK + 2 * k + 1) * g.P + pix];
@@ -64,7 +68,7 @@ __device__ inline void sample_at(const Geom& g, const T* off_n, int64_t d, int64
   const T H = T(g.H), W = T(g.W);
   if (!(h > T(-1) && h < H && w > T(-1) && w < W)) {
     const bool nan = !(h == h && w == w);
-    const T fill = nan ? dm::quiet_nan<T>() : T(0);
+    const T fill = nan ? std::numeric_limits<T>::quiet_NaN() : T(0);
     s.nan = nan;
     for (int c = 0; c < 4; ++c) {
       s.idx[c] = 0;
@@ -95,10 +99,11 @@ __device__ inline void sample_at(const Geom& g, const T* off_n, int64_t d, int64
   }
 }
 
-// col [nb, C·KK, P] of images n0.. : mask · sample (CPU: fill_columns).
+// col [nb, C·KK, P] of images n0.. : mask · sample (CPU: fill_columns). Element t.
 template <class T>
-__global__ void im2col_kernel(int64_t n, Geom g, int64_t n0, const T* x, const T* off, const T* mask, T* col) {
-  KDET_GRID_STRIDE(t, n) {
+__host__ __device__ inline void im2col_elem(int64_t t, const Geom& g, int64_t n0, const T* x, const T* off,
+                                            const T* mask, T* col) {
+  {
     const int64_t p = t % g.P, r = (t / g.P) % (g.C * g.KK), img = n0 + t / (g.P * g.C * g.KK);
     const int64_t c = r / g.KK, k = r % g.KK, d = c / g.Cd;
     Sample<T> s;
@@ -107,6 +112,11 @@ __global__ void im2col_kernel(int64_t n, Geom g, int64_t n0, const T* x, const T
     const T* xc = x + (img * g.C + c) * g.HW;
     col[t] = m * (s.wt[0] * xc[s.idx[0]] + s.wt[1] * xc[s.idx[1]] + s.wt[2] * xc[s.idx[2]] + s.wt[3] * xc[s.idx[3]]);
   }
+}
+
+template <class T>
+__global__ void im2col_kernel(int64_t n, Geom g, int64_t n0, const T* x, const T* off, const T* mask, T* col) {
+  KDET_GRID_STRIDE(t, n) im2col_elem(t, g, n0, x, off, mask, col);
 }
 
 // y [nb, O, P] += b[o].
@@ -125,11 +135,11 @@ __global__ void sum_parts_kernel(int64_t ws, int64_t nb, bool first, const T* pa
   }
 }
 
-// The col2im entries of images n0.. : one thread per (nl, d, k, p) writes its four corners.
+// The col2im entries of images n0.. : one thread per (nl, d, k, p) writes its four corners. Element t.
 template <class T>
-__global__ void entries_kernel(int64_t n, Geom g, int64_t n0, uint32_t sentinel, const T* off, uint32_t* keys,
-                               uint32_t* vals, T* wt) {
-  KDET_GRID_STRIDE(t, n) {
+__host__ __device__ inline void entries_elem(int64_t t, const Geom& g, int64_t n0, uint32_t sentinel, const T* off,
+                                             uint32_t* keys, uint32_t* vals, T* wt) {
+  {
     const int64_t p = t % g.P, k = (t / g.P) % g.KK, dn = t / (g.P * g.KK), d = dn % g.DG, img = n0 + dn / g.DG;
     Sample<T> s;
     sample_at(g, off + img * 2 * g.DG * g.KK * g.P, d, k, p, false, s);
@@ -142,9 +152,15 @@ __global__ void entries_kernel(int64_t n, Geom g, int64_t n0, uint32_t sentinel,
   }
 }
 
-// starts[t] = first position of key >= t in the sorted keys (t <= nb·DG·HW).
-__global__ void run_starts_kernel(int64_t n, const uint32_t* keys, int64_t m, uint32_t* starts) {
-  KDET_GRID_STRIDE(t, n) {
+template <class T>
+__global__ void entries_kernel(int64_t n, Geom g, int64_t n0, uint32_t sentinel, const T* off, uint32_t* keys,
+                               uint32_t* vals, T* wt) {
+  KDET_GRID_STRIDE(t, n) entries_elem(t, g, n0, sentinel, off, keys, vals, wt);
+}
+
+// starts[t] = first position of key >= t in the sorted keys (t <= nb·DG·HW). Element t.
+__host__ __device__ inline void run_start_elem(int64_t t, const uint32_t* keys, int64_t m, uint32_t* starts) {
+  {
     int64_t lo = 0, hi = m;
     while (lo < hi) {
       const int64_t mid = (lo + hi) / 2;
@@ -155,11 +171,15 @@ __global__ void run_starts_kernel(int64_t n, const uint32_t* keys, int64_t m, ui
   }
 }
 
+__global__ void run_starts_kernel(int64_t n, const uint32_t* keys, int64_t m, uint32_t* starts) {
+  KDET_GRID_STRIDE(t, n) run_start_elem(t, keys, m, starts);
+}
+
 // dx of images n0.. (overwritten): one thread per input element sums its run of sorted entries in order.
 template <class T>
-__global__ void gather_dx_kernel(int64_t n, Geom g, int64_t n0, const uint32_t* starts, const uint32_t* vals,
-                                 const T* wt, const T* mask, const T* dcol, T* gx) {
-  KDET_GRID_STRIDE(t, n) {
+__host__ __device__ inline void gather_dx_elem(int64_t t, const Geom& g, int64_t n0, const uint32_t* starts,
+                                               const uint32_t* vals, const T* wt, const T* mask, const T* dcol, T* gx) {
+  {
     const int64_t pix = t % g.HW, c = (t / g.HW) % g.C, nl = t / (g.HW * g.C), d = c / g.Cd;
     const int64_t run = (nl * g.DG + d) * g.HW + pix;
     const T* dc = dcol + (nl * g.C + c) * g.KK * g.P;
@@ -175,11 +195,17 @@ __global__ void gather_dx_kernel(int64_t n, Geom g, int64_t n0, const uint32_t* 
   }
 }
 
+template <class T>
+__global__ void gather_dx_kernel(int64_t n, Geom g, int64_t n0, const uint32_t* starts, const uint32_t* vals,
+                                 const T* wt, const T* mask, const T* dcol, T* gx) {
+  KDET_GRID_STRIDE(t, n) gather_dx_elem(t, g, n0, starts, vals, wt, mask, dcol, gx);
+}
+
 // Offset / mask gradients of images n0.. (CPU: offset_mask_grad): one thread per (nl, d, k, p).
 template <class T>
-__global__ void offset_mask_grad_kernel(int64_t n, Geom g, int64_t n0, const T* x, const T* off, const T* mask,
-                                        const T* dcol, T* goff, T* gmask) {
-  KDET_GRID_STRIDE(t, n) {
+__host__ __device__ inline void offset_mask_grad_elem(int64_t t, const Geom& g, int64_t n0, const T* x, const T* off,
+                                                      const T* mask, const T* dcol, T* goff, T* gmask) {
+  {
     const int64_t p = t % g.P, k = (t / g.P) % g.KK, dn = t / (g.P * g.KK), d = dn % g.DG, nl = dn / g.DG;
     const int64_t img = n0 + nl;
     Sample<T> s;
@@ -202,6 +228,12 @@ __global__ void offset_mask_grad_kernel(int64_t n, Geom g, int64_t n0, const T* 
     }
     if (gmask) gmask[dk * g.P + p] = am;
   }
+}
+
+template <class T>
+__global__ void offset_mask_grad_kernel(int64_t n, Geom g, int64_t n0, const T* x, const T* off, const T* mask,
+                                        const T* dcol, T* goff, T* gmask) {
+  KDET_GRID_STRIDE(t, n) offset_mask_grad_elem(t, g, n0, x, off, mask, dcol, goff, gmask);
 }
 
 template <class T>
