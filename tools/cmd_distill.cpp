@@ -100,6 +100,8 @@ int cmd_distill(int argc, char** argv) {
   if (!quiet) {
     std::string taps;
     for (const auto& t : dist.config().taps) taps += (taps.empty() ? "" : ",") + t;
+    if (taps.empty() && dc.method == kd::KdMethod::LogitKD && dc.logit_target == kd::LogitTarget::RoI)
+      taps = "the R-CNN head's RoI logits";
     std::printf("distill: %s | method %s on %s | teacher %s (%lld params, frozen) | student %lld trainable + %lld KD "
                 "params | %zu train images (%lld batches of %d per epoch) | %lld iterations | lr %.6g | work dir %s\n",
                 cfg_path.c_str(), kd::kd_method_name(dc.method), taps.c_str(), dc.teacher_weights.c_str(),

@@ -118,11 +118,28 @@ double mean(const std::vector<double>& v) {
   return v.empty() ? 0 : s / v.size();
 }
 
-// Loss curves from a run's log.jsonl: (iter, detection loss = sum of the baseline's terms, total loss).
+// The detector's own loss terms: the loss_* keys of the baseline's first training log line (loss_cls +
+// loss_bbox for RetinaNet; + loss_rpn_cls, loss_rpn_bbox for Faster R-CNN; RepPoints' loss_pts_*), so that a
+// KD run's detection loss leaves out exactly its KD terms.
+std::set<std::string> detection_terms(const std::string& baseline_dir) {
+  std::ifstream f(baseline_dir + "/log.jsonl");
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || j.value("mode", "") != "train") continue;
+    std::set<std::string> keys;
+    for (auto& [k, v] : j.items())
+      if (k.rfind("loss_", 0) == 0 && v.is_number()) keys.insert(k);
+    return keys;
+  }
+  return {"loss_cls", "loss_bbox"};
+}
+
+// Loss curves from a run's log.jsonl: (iter, detection loss = the sum of `det_terms`, total loss).
 struct Curve {
   std::vector<double> it, det, total;
 };
-Curve read_curve(const std::string& dir) {
+Curve read_curve(const std::string& dir, const std::set<std::string>& det_terms) {
   Curve c;
   std::ifstream f(dir + "/log.jsonl");
   std::string line;
@@ -134,7 +151,7 @@ Curve read_curve(const std::string& dir) {
       continue;
     double det = 0;
     bool any = false;
-    for (const char* k : {"loss_cls", "loss_bbox"})
+    for (const auto& k : det_terms)
       if (j.contains(k) && j[k].is_number()) det += j[k].get<double>(), any = true;
     double tot = j["loss"].get<double>();
     by_iter[j["iter"].get<double>()] = {any ? det : tot, tot};
@@ -654,18 +671,23 @@ std::vector<RunResult> run_study(const StudyOptions& opts) {
   {
     std::vector<Series> det, tot;
     int ci = 0;
+    std::set<std::string> det_terms = {"loss_cls", "loss_bbox"};
+    for (const auto& r : table)
+      if (r.method == "baseline" && r.seed == s.seeds.front()) det_terms = detection_terms(r.dir);
+    std::string det_names;
+    for (const auto& k : det_terms) det_names += (det_names.empty() ? "" : " + ") + k.substr(5);
     for (const auto& m : order) {
       if (m == "teacher") continue;
       for (const auto& r : table)
         if (r.method == m && r.seed == s.seeds.front()) {
-          Curve cv = read_curve(r.dir);
+          Curve cv = read_curve(r.dir, det_terms);
           if (cv.it.empty()) continue;
           const int col = m == "baseline" ? 0 : kMethodColors[ci++ % 10];
           det.push_back({m, cv.it, cv.det, col});
           tot.push_back({m, cv.it, cv.total, col});
         }
     }
-    data::Image a = line_chart("detection loss (cls + box), seed " + std::to_string(s.seeds.front()), "iteration",
+    data::Image a = line_chart("detection loss (" + det_names + "), seed " + std::to_string(s.seeds.front()), "iteration",
                                "loss", det);
     data::Image b = line_chart("total loss (detection + KD terms)", "iteration", "loss", tot);
     data::Image both(a.w, a.h + b.h);
