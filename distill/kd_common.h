@@ -46,6 +46,8 @@ Var channel_attention(const Var& f, double tau);
 
 // --- fused kernels (one pass forward, one pass backward; f32/f64; planes in parallel, static schedule,
 // partial sums combined in a fixed order, so results do not depend on the thread count) -----------
+// CUDA (distill/kd_common_cuda.cu): the same ops with double sums in fixed block-tree / channel orders
+// (bit-identical run to run; equal to the CPU's to rounding).
 // mean_c |f| -> [N, H, W] and mean_{hw} |f| -> [N, C] of f [N, C, H, W], differentiable: backward
 // sign(f)·g/n (0 at 0, like torch's abs). Ops "kd_abs_mean_c" / "kd_abs_mean_hw".
 Var abs_mean_channels(const Var& f);

@@ -57,5 +57,7 @@ Var ssim_map(const Var& x, const Var& y, const std::vector<double>& g, double C1
 // gradient is the constant −1/numel); *map receives the SSIM map when non-null.
 Var ssim_loss(const Var& x, const Tensor& y, const std::vector<double>& g, double C1, double C2,
               Tensor* map = nullptr);
+// CUDA (distill/loss_ssim_cuda.cu): minmax_normalize, ssim_map and ssim_loss with the same expressions; the
+// Gaussian filtering runs as one depthwise cuDNN conv of [x, y, x², y², xy].
 
 }  // namespace kdet::kd
