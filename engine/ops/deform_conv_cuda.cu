@@ -378,8 +378,13 @@ void deform_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& off
         entries_kernel<T><<<grid_for(nt), kThreads, 0, ctx.stream()>>>(nt, g, n0, sentinel, offset.data<T>(),
                                                                        u32(keys_in), u32(vals_in), wt.data<T>());
         check_launch(ctx, op);
-        size_t tb = temp_bytes;
         const int end_bit = std::max(1, static_cast<int>(std::bit_width(static_cast<uint32_t>(sentinel))));
+        size_t tb = 0;  // this call's own requirement (at most the first query's; grown if ever not)
+        KDET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, tb, u32(keys_in), u32(keys_out), u32(vals_in),
+                                                        u32(vals_out), static_cast<int>(ne), 0, end_bit, ctx.stream()),
+                        op);
+        if (tb > temp_bytes) temp = Tensor::empty({static_cast<int64_t>(tb)}, DType::U8, dev), temp_bytes = tb;
+        tb = temp_bytes;
         KDET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.raw_data(), tb, u32(keys_in), u32(keys_out),
                                                         u32(vals_in), u32(vals_out), static_cast<int>(ne), 0, end_bit,
                                                         ctx.stream()),
