@@ -27,6 +27,7 @@
 #include "bench/bench_util.h"
 #include "bench/random_batch.h"
 #include "detectors/build.h"
+#include "detectors/two_stage.h"
 #include "engine/allocator.h"
 #include "engine/check.h"
 #include "engine/config.h"
@@ -44,7 +45,16 @@ std::unique_ptr<Detector> build_two_stage(const TwoStageBenchOptions& o, bool al
              " (run from the repository root or pass --frcnn-config)");
   Config c = Config::load(o.config);
   if (all_trainable) c.set("model.frozen_stages", "-1");  // FLOP counting needs every conv's weight slot
-  std::unique_ptr<Detector> m = build_detector(c);
+  std::unique_ptr<Detector> m;
+  if (o.frozen_bn && !all_trainable) {  // no config key freezes the BN affine: edit the built config
+    KDET_CHECK(c.get_string("model.type", "") == "faster_rcnn", "bench frcnn: --frcnn-frozen-bn needs a faster_rcnn "
+               "config, ", o.config, " has model.type = ", c.get_string("model.type", ""));
+    TwoStageConfig tc = TwoStageConfig::from_config(c);
+    tc.backbone.norm.requires_grad = false;
+    m = std::make_unique<FasterRCNN>(tc);
+  } else {
+    m = build_detector(c);
+  }
   KDET_CHECK(m->two_stage(), "bench frcnn: ", o.config, " builds a ", m->arch(), ", not a two-stage detector");
   return m;
 }
@@ -192,12 +202,15 @@ void run_two_stage_section(const TwoStageBenchOptions& o, const char* argv0) {
   std::printf("Two-stage detector (%s from %s, %lld classes, random weights), input %dx%d, %d OpenMP threads; "
               "median / min of %d timed reps after %d warm-up, each case in its own process\n",
               arch.c_str(), o.config.c_str(), static_cast<long long>(classes), o.size, o.size, nth, o.reps, o.warmup);
-  std::printf("  kdet: mmdet semantics (stem + layer1 frozen, BN eval with trainable affine, FPN P2-P6, RPN proposals "
-              "train 2000/level -> NMS 0.7 -> 1000, test 1000 -> 1000; R-CNN 512 RoIs @ 25%% positive, RoIAlign 7x7 "
-              "aligned, adaptive sampling; L1 box losses)\n"
-              "  torch: torchvision FasterRCNN, same numbers where it has the knob (BatchNorm2d in eval mode, "
-              "trainable_layers 3, mmdet's init; MultiScaleRoIAlign sampling_ratio 0 but aligned=False; smooth-L1 box "
-              "losses; its transform normalises and resizes 1.0x inside the timed step)\n");
+  const char* bn_k = o.frozen_bn ? "BN eval with frozen affine (--frcnn-frozen-bn)" : "BN eval with trainable affine";
+  const char* bn_t = o.frozen_bn ? "FrozenBatchNorm2d" : "BatchNorm2d in eval mode";
+  std::printf("  kdet: mmdet semantics (stem + layer1 frozen, %s, FPN P2-P6, RPN proposals train 2000/level -> NMS "
+              "0.7 -> 1000, test 1000 -> 1000; R-CNN 512 RoIs @ 25%% positive, RoIAlign 7x7 aligned, adaptive "
+              "sampling; L1 box losses)\n"
+              "  torch: torchvision FasterRCNN, same numbers where it has the knob (%s, trainable_layers 3, mmdet's "
+              "init; MultiScaleRoIAlign sampling_ratio 0 but aligned=False; smooth-L1 box losses; its transform "
+              "normalises and resizes 1.0x inside the timed step)\n",
+              bn_k, bn_t);
 
   struct Row {
     std::string pass;
@@ -211,14 +224,18 @@ void run_two_stage_section(const TwoStageBenchOptions& o, const char* argv0) {
     r.count = count_pass(o, p);
     alloc_release_cache();
     wait_idle(o.wait_s);
-    r.k = run_child({exe, "--frcnn-case", p, "--frcnn-config", o.config, "--frcnn-size", std::to_string(o.size),
-                     "--frcnn-reps", std::to_string(o.reps), "--frcnn-warmup", std::to_string(o.warmup)});
+    std::vector<std::string> kargs = {exe, "--frcnn-case", p, "--frcnn-config", o.config, "--frcnn-size",
+                                      std::to_string(o.size), "--frcnn-reps", std::to_string(o.reps),
+                                      "--frcnn-warmup", std::to_string(o.warmup)};
+    if (o.frozen_bn) kargs.push_back("--frcnn-frozen-bn");
+    r.k = run_child(kargs);
     if (!r.k.ok) std::fprintf(stderr, "kdet_bench: kdet frcnn case %s failed: %s\n", p.c_str(), r.k.error.c_str());
     if (torch_rows) {
       wait_idle(o.wait_s);
       r.t = run_child({o.python, "bench/torch_faster_rcnn.py", "--case", p, "--size", std::to_string(o.size),
                        "--reps", std::to_string(o.reps), "--warmup", std::to_string(o.warmup), "--threads",
-                       std::to_string(nth), "--classes", std::to_string(classes)});
+                       std::to_string(nth), "--classes", std::to_string(classes), "--norm",
+                       o.frozen_bn ? "frozen" : "eval"});
       if (!r.t.ok) std::fprintf(stderr, "kdet_bench: torch frcnn case %s failed: %s\n", p.c_str(), r.t.error.c_str());
     }
     rows.push_back(std::move(r));

@@ -320,6 +320,7 @@ int main(int argc, char** argv) {
     else if (a == "--frcnn-reps" && i + 1 < argc) fopt.reps = std::atoi(argv[++i]);
     else if (a == "--frcnn-warmup" && i + 1 < argc) fopt.warmup = std::atoi(argv[++i]);
     else if (a == "--frcnn-passes" && i + 1 < argc) fopt.passes = argv[++i];
+    else if (a == "--frcnn-frozen-bn") fopt.frozen_bn = true;
     else if (a == "--frcnn-case" && i + 1 < argc) frcnn_case = argv[++i];  // internal: child process
     else if (a == "--cuda") cuda = true;
     else if (a == "--cuda-depth" && i + 1 < argc) copt.depth = std::atoi(argv[++i]);
@@ -337,10 +338,11 @@ int main(int argc, char** argv) {
           "                  [--detector-recipe mmdet|torchvision] [--detector-models r18,r50]\n"
           "                  [--detector-passes train,infer] [--no-frcnn] [--frcnn-config PATH]\n"
           "                  [--frcnn-size N (512)] [--frcnn-reps N (5)] [--frcnn-warmup N (1)] [--frcnn-passes train,infer]\n"
+          "                  [--frcnn-frozen-bn (BN affine frozen on both sides)]\n"
           "       kdet_bench --cuda [--cuda-depth 50] [--cuda-size 800x1333] [--cuda-batch 2] [--cuda-reps 20]\n"
           "                  [--cuda-warmup 5] [--cuda-tf32] [--cuda-benchmark] [--no-torch] [--python PATH]\n"
           "                  (GPU RetinaNet training step beside bench/torch_retinanet_gpu.py)\n"
-          "  --only: conv | detector | dcn | roi | all, or conv2d case names (a,b; implies conv only); --no-dcn skips\n"
+          "  --only: conv | detector | dcn | roi | frcnn | all, or conv2d case names (a,b; implies conv only); --no-dcn skips\n"
           "  the deformable-conv section (bench/bench_dcn.cpp, beside torchvision.ops.deform_conv2d), --no-roi the\n"
           "  RoIAlign section (bench/bench_roi.cpp, beside torchvision.ops.roi_align), --no-frcnn the Faster R-CNN\n"
           "  section (bench/bench_two_stage.cpp, beside torchvision's FasterRCNN; --only frcnn runs just that)\n");
