@@ -337,13 +337,13 @@ int main(int argc, char** argv) {
           "                  [--detector-size N (512)] [--detector-reps N (7)] [--detector-warmup N (1)]\n"
           "                  [--detector-recipe mmdet|torchvision] [--detector-models r18,r50]\n"
           "                  [--detector-passes train,infer] [--no-frcnn] [--frcnn-config PATH]\n"
-          "                  [--frcnn-size N (512)] [--frcnn-reps N (5)] [--frcnn-warmup N (1)] [--frcnn-passes train,infer]\n"
-          "                  [--frcnn-frozen-bn (BN affine frozen on both sides)]\n"
+          "                  [--frcnn-size N (512)] [--frcnn-reps N (5)] [--frcnn-warmup N (1)]\n"
+          "                  [--frcnn-passes train,infer] [--frcnn-frozen-bn (BN affine frozen on both sides)]\n"
           "       kdet_bench --cuda [--cuda-depth 50] [--cuda-size 800x1333] [--cuda-batch 2] [--cuda-reps 20]\n"
           "                  [--cuda-warmup 5] [--cuda-tf32] [--cuda-benchmark] [--no-torch] [--python PATH]\n"
           "                  (GPU RetinaNet training step beside bench/torch_retinanet_gpu.py)\n"
-          "  --only: conv | detector | dcn | roi | frcnn | all, or conv2d case names (a,b; implies conv only); --no-dcn skips\n"
-          "  the deformable-conv section (bench/bench_dcn.cpp, beside torchvision.ops.deform_conv2d), --no-roi the\n"
+          "  --only: conv | detector | dcn | roi | frcnn | all, or conv2d case names (a,b; implies conv only);\n"
+          "  --no-dcn skips the deformable-conv section (bench/bench_dcn.cpp, beside torchvision.ops.deform_conv2d), --no-roi the\n"
           "  RoIAlign section (bench/bench_roi.cpp, beside torchvision.ops.roi_align), --no-frcnn the Faster R-CNN\n"
           "  section (bench/bench_two_stage.cpp, beside torchvision's FasterRCNN; --only frcnn runs just that)\n");
       return a == "--help" ? 0 : 2;
