@@ -289,7 +289,8 @@ void run_two_stage_section(const TwoStageBenchOptions& o, const char* argv0) {
   }
   std::printf("GFLOP: conv + linear, 2 x MACs, of the pass's forward on its batch (train: x3 for backward; RoI head on "
               "the sampled RoIs), counted by each side on its own model; GFLOP/s uses kdet's count for both.\n"
-              "CPU ms = median per-rep CPU time (user + sys, all threads; OpenMP spin-waiting included). RSS = peak RSS "
+              "CPU ms = median per-rep CPU time (user + sys, all threads; OpenMP spin-waiting included). RSS = peak "
+              "RSS "
               "(VmHWM) of the case's process, model building included (torch's includes the interpreter and imports); "
               "+reps = peak RSS during warm-up + reps minus the RSS they started from; alloc = kdet allocator peak of "
               "live tensor bytes.\n"

@@ -13,7 +13,8 @@ struct TwoStageBenchOptions {
   int reps = 5;                    // timed reps per case (median reported)
   int warmup = 1;                  // untimed reps first
   std::string passes = "train,infer";
-  bool frozen_bn = false;          // backbone BN affine frozen too (torchvision's pretrained recipe; torch --norm frozen)
+  bool frozen_bn = false;          // backbone BN affine frozen too (torchvision's pretrained recipe, torch --norm
+                                   // frozen); default: mmdet's trainable affine
   bool torch = true;               // run bench/torch_faster_rcnn.py when `python` has torch + torchvision
   std::string python = "/usr/bin/python3";
   double wait_s = 20;              // wait for a quiet machine before each case (up to this many seconds)
