@@ -5,6 +5,12 @@
 #   make [CUDA=auto|0|1] [BUILD=build] [CXX=g++] [DEBUG=1] [SAN=address,undefined]
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
+# Parallel by default (one job per core) unless the command line gives -j: a plain `make demo` or
+# `make test` on a fresh machine uses every core.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+ifeq ($(filter -j%,$(MAKEFLAGS))$(findstring j,$(firstword $(MAKEFLAGS))),)
+MAKEFLAGS += -j$(NPROC)
+endif
 
 BUILD ?= build
 CXX ?= g++
@@ -157,7 +163,6 @@ clean:
 # kdet_tests_cuda is linked from them plus the CPU build's other objects: a compile or link error in any CUDA
 # path fails `make test`, at a fraction of the cost of a second full build.
 CUDA_CHECK_BUILD := $(BUILD)/cuda-check
-NPROC := $(shell nproc 2>/dev/null || echo 2)
 cuda-build-check: $(BUILD)/kdet_tests
 ifeq ($(CUDA_ON),1)
 	@echo "CUDA build check: this build ($(BUILD)) already contains the CUDA backend"
