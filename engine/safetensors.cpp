@@ -1,5 +1,8 @@
 #include "engine/safetensors.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <algorithm>
 #include <climits>
@@ -131,6 +134,20 @@ SafetensorsFile load_safetensors_from_memory(const std::string& bytes, const std
   });
 }
 
+namespace {
+// fsync of a file (or a directory: best effort, some file systems refuse it).
+void sync_to_disk(const std::string& p, bool directory) {
+  const int fd = ::open(p.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) {
+    KDET_CHECK(directory, p, ": cannot reopen to flush it to disk");
+    return;
+  }
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  KDET_CHECK(rc == 0 || directory, p, ": fsync failed (disk full or I/O error?)");
+}
+}  // namespace
+
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata) {
   json h = json::object();
@@ -161,7 +178,12 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     f.flush();
     KDET_CHECK(f.good(), tmp, ": write error (disk full?)");
   }
+  // Durable, not only atomic: the data reaches the disk before the rename makes it the file, and the
+  // rename itself is flushed with its directory (a power cut then leaves the old file or the new one).
+  sync_to_disk(tmp, false);
   KDET_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path);
+  const size_t slash = path.find_last_of('/');
+  sync_to_disk(slash == std::string::npos ? std::string(".") : (slash == 0 ? std::string("/") : path.substr(0, slash)), true);
 }
 
 }  // namespace kdet
