@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/check.h"
@@ -27,6 +28,7 @@ size_t size_class(size_t n) {
 struct CpuCache {
   std::mutex mu;
   std::map<size_t, std::vector<void*>> free_blocks;  // size class -> blocks
+  std::unordered_map<void*, size_t> lent;             // blocks handed out for a smaller class -> their class
   AllocStats stats;
 };
 
@@ -51,18 +53,26 @@ void* cpu_alloc(size_t nbytes) {
   {
     std::lock_guard<std::mutex> lk(c.mu);
     c.stats.allocs++;
-    c.stats.current_bytes += static_cast<int64_t>(sz);
-    if (c.stats.current_bytes > c.stats.peak_bytes) c.stats.peak_bytes = c.stats.current_bytes;
     if (sz >= kCacheMin) {
-      auto it = c.free_blocks.find(sz);
-      if (it != c.free_blocks.end() && !it->second.empty()) {
+      // The idle block of the smallest cached class in [sz, 2 sz): an exact hit, or a larger block lent
+      // out (remembered in `lent`, so it returns to its own class). Reusing idle memory instead of taking
+      // new memory keeps a changing mix of sizes (RoI counts, image sizes) from piling up idle blocks of
+      // every size it has seen, without giving memory back to the OS (page faults on the next use).
+      for (auto it = c.free_blocks.lower_bound(sz); it != c.free_blocks.end() && it->first < 2 * sz; ++it) {
+        if (it->second.empty()) continue;
         void* p = it->second.back();
         it->second.pop_back();
-        c.stats.cached_bytes -= static_cast<int64_t>(sz);
+        const size_t got = it->first;
+        c.stats.cached_bytes -= static_cast<int64_t>(got);
         c.stats.cache_hits++;
+        if (got != sz) c.lent.emplace(p, got);
+        c.stats.current_bytes += static_cast<int64_t>(got);
+        if (c.stats.current_bytes > c.stats.peak_bytes) c.stats.peak_bytes = c.stats.current_bytes;
         return p;
       }
     }
+    c.stats.current_bytes += static_cast<int64_t>(sz);
+    if (c.stats.current_bytes > c.stats.peak_bytes) c.stats.peak_bytes = c.stats.current_bytes;
   }
   void* p = std::aligned_alloc(kAlign, sz);
   if (p == nullptr) {
@@ -83,6 +93,13 @@ void cpu_free(void* p, size_t nbytes) {
   auto& c = cache();
   {
     std::lock_guard<std::mutex> lk(c.mu);
+    if (sz >= kCacheMin && !c.lent.empty()) {
+      auto l = c.lent.find(p);
+      if (l != c.lent.end()) {
+        sz = l->second;
+        c.lent.erase(l);
+      }
+    }
     c.stats.current_bytes -= static_cast<int64_t>(sz);
     if (sz >= kCacheMin && c.stats.cached_bytes + static_cast<int64_t>(sz) <= kCacheLimit) {
       c.free_blocks[sz].push_back(p);

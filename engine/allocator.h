@@ -2,8 +2,11 @@
 //
 // CPU: 64-byte aligned blocks (Eigen maps and AVX-512 loads want it). Large blocks are cached by
 // size class and reused, because glibc mmaps and page-faults every big buffer back on each call (see
-// specs/cpu_peers.md §5: ~25% of a ResNet-50 step in PyTorch). Stats count bytes handed out to
-// tensors (current/peak), not bytes held in the cache.
+// specs/cpu_peers.md §5: ~25% of a ResNet-50 step in PyTorch). A request with no idle block of its own
+// class takes the idle block of the smallest class in [size, 2 size) before asking for new memory (the
+// block goes back to its own class when freed), so a changing mix of sizes does not pile up idle
+// blocks of every size it has seen. Stats count bytes handed out to tensors (current/peak, a lent block
+// at its real size), not bytes held in the cache.
 // CUDA: the CUDA backend installs its allocator here (engine/cuda/); without it CUDA storage throws.
 #pragma once
 #include <cstddef>

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "engine/allocator.h"
+
 #include "engine/ops/elementwise.h"
 #include "engine/random.h"
 #include "engine/safetensors.h"
@@ -73,6 +75,33 @@ TEST_CASE("allocator: stats track current and peak bytes") {
   CHECK(s2.peak_bytes >= s0.current_bytes + (4 << 20));
   Tensor again = Tensor::empty({1 << 20});  // served from the cache
   CHECK(alloc_stats().cache_hits > s2.cache_hits);
+}
+
+TEST_CASE("allocator: an idle larger block (< 2x) serves a smaller request and returns to its own class") {
+  alloc_release_cache();
+  // Sizes no other test uses at the same time: 7 MiB and 5 MiB (different size classes, 5 < 7 < 10).
+  void* a = cpu_alloc(7 << 20);
+  const auto s0 = alloc_stats();
+  cpu_free(a, 7 << 20);
+  CHECK(alloc_stats().cached_bytes == s0.cached_bytes + (7 << 20));
+  void* b = cpu_alloc(5 << 20);  // no 5 MiB block is idle: the 7 MiB one is lent
+  CHECK(b == a);
+  auto s1 = alloc_stats();
+  CHECK(s1.cached_bytes == s0.cached_bytes);
+  CHECK(s1.current_bytes == s0.current_bytes);  // counted at its real size
+  cpu_free(b, 5 << 20);                           // back to the 7 MiB class
+  CHECK(alloc_stats().current_bytes == s0.current_bytes - (7 << 20));
+  void* c = cpu_alloc(7 << 20);
+  CHECK(c == a);
+  void* d = cpu_alloc(3 << 20);  // 7 MiB would be >= 2x: not lent (none idle anyway), new memory
+  CHECK(d != a);
+  cpu_free(c, 7 << 20);
+  void* e = cpu_alloc(3 << 20);  // the idle 7 MiB block is more than twice 3 MiB: not used
+  CHECK(e != a);
+  cpu_free(d, 3 << 20);
+  cpu_free(e, 3 << 20);
+  alloc_release_cache();
+  CHECK(alloc_stats().cached_bytes == 0);
 }
 
 TEST_CASE("rng: explicit generators are deterministic and independent") {
