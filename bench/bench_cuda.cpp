@@ -27,7 +27,7 @@ namespace kdet {
 namespace {
 
 // The PyTorch side, one JSON line on stdout (or nothing when python / torch / CUDA is missing).
-std::string run_torch(const CudaBenchOptions& o) {
+[[maybe_unused]] std::string run_torch(const CudaBenchOptions& o) {  // unused in a CPU-only build
   char cmd[1024];
   std::snprintf(cmd, sizeof cmd,
                 "%s bench/torch_retinanet_gpu.py --depth %d --height %d --width %d --batch %d --reps %d --warmup %d%s%s "
