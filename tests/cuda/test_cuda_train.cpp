@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/cli_util.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tools/commands.h"
 
@@ -21,13 +22,7 @@ using namespace kdet;
 
 namespace {
 
-struct TmpDir {
-  std::string path;
-  explicit TmpDir(const char* tag) : path(std::string("/tmp/kdet_cuda_") + tag + "_" + std::to_string(::getpid())) {
-    std::filesystem::create_directories(path);
-  }
-  ~TmpDir() { std::filesystem::remove_all(path); }
-};
+using test::TmpDir;
 
 int run(int (*cmd)(int, char**), std::vector<std::string> args) {
   std::vector<char*> argv;

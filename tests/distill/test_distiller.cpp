@@ -24,7 +24,10 @@
 #include "engine/optim.h"
 #include "engine/safetensors.h"
 
+#include "tests/cli_util.h"
+
 using namespace kdet;
+using kdet::test::slurp;
 using namespace kdet::kd;
 
 namespace {
@@ -435,10 +438,6 @@ TEST_CASE("kdet distill (CLI): MGD 4 iterations straight == 2, interrupt, resume
                             "/synth data.synth_train_images=4 train.max_iters=4 train.checkpoint_interval=2 "
                             "train.eval_at_end=false " + args + " > " + d + "/out.txt 2>&1";
     return std::system(cmd.c_str());
-  };
-  auto slurp = [](const std::string& p) {
-    std::ifstream f(p);
-    return std::string((std::istreambuf_iterator<char>(f)), {});
   };
   REQUIRE_MESSAGE(run("--work-dir " + d + "/a") == 0, slurp(d + "/out.txt"));
   REQUIRE_MESSAGE(run("--work-dir " + d + "/b --stop-at 2") == 0, slurp(d + "/out.txt"));

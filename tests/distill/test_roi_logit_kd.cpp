@@ -20,7 +20,10 @@
 #include "engine/optim.h"
 #include "tests/gradcheck.h"
 
+#include "tests/cli_util.h"
+
 using namespace kdet;
+using kdet::test::slurp;
 using namespace kdet::kd;
 
 namespace {
@@ -390,10 +393,6 @@ void cli_roi_logit_step(const std::string& type) {
     std::string p;
     ~Cleanup() { fs::remove_all(p); }
   } cleanup{d};
-  auto slurp = [](const std::string& p) {
-    std::ifstream f(p);
-    return std::string((std::istreambuf_iterator<char>(f)), {});
-  };
   {
     // A random teacher of the config's [teacher] section (type switched for the Cascade run).
     Config c = Config::load(cfg);

@@ -18,29 +18,16 @@
 #include "engine/safetensors.h"
 #include <nlohmann/json.hpp>
 
+#include "tests/cli_util.h"
+
 using namespace kdet;
 
 namespace {
 
-const char* kbin() { return std::getenv("KDET_BIN"); }
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  return std::string((std::istreambuf_iterator<char>(f)), {});
-}
-
-int kdet_run(const std::string& args, const std::string& dir) {
-  int rc = std::system((std::string(kbin()) + " " + args + " > " + dir + "/stdout.txt 2> " + dir + "/stderr.txt").c_str());
-  return WEXITSTATUS(rc);
-}
-
-struct TmpDir {
-  std::string path;
-  TmpDir(const char* tag) : path(std::string("/tmp/kdet_test_") + tag + "_" + std::to_string(::getpid())) {
-    std::filesystem::create_directories(path);
-  }
-  ~TmpDir() { std::filesystem::remove_all(path); }
-};
+using test::kbin;
+using test::kdet_run;
+using test::slurp;
+using test::TmpDir;
 
 std::string abs(const std::string& p) { return std::filesystem::absolute(p).string(); }
 

@@ -11,7 +11,10 @@
 
 #include "engine/config.h"
 
+#include "tests/cli_util.h"
+
 using namespace kdet;
+using kdet::test::slurp;
 
 TEST_CASE("kdet study: two-stage pair (Faster R34 -> R18; baseline, fgd, mgd, RoI logit_kd) end to end, 1 iteration") {
   namespace fs = std::filesystem;
@@ -28,10 +31,6 @@ TEST_CASE("kdet study: two-stage pair (Faster R34 -> R18; baseline, fgd, mgd, Ro
     std::string p;
     ~Cleanup() { fs::remove_all(p); }
   } cleanup{d};
-  auto slurp = [](const std::string& p) {
-    std::ifstream f(p);
-    return std::string((std::istreambuf_iterator<char>(f)), {});
-  };
   // The committed study's files, at a 1-iteration scale (absolute paths: the copy lives in d).
   Config s = Config::load(study);
   auto abs = [&](const std::string& key) { return fs::absolute("configs/" + s.get_string(key)).string(); };

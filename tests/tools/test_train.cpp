@@ -16,37 +16,21 @@
 #include "engine/device.h"
 #include "engine/safetensors.h"
 
+#include "tests/cli_util.h"
+
 using namespace kdet;
 
 namespace {
 
-const char* kbin() { return std::getenv("KDET_BIN"); }
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  return std::string((std::istreambuf_iterator<char>(f)), {});
-}
-
-// Runs a kdet command; returns the exit status, stderr in *err.
-int kdet_run(const std::string& args, const std::string& dir, std::string* err = nullptr) {
-  std::string e = dir + "/stderr.txt";
-  int rc = std::system((std::string(kbin()) + " " + args + " > " + dir + "/stdout.txt 2> " + e).c_str());
-  if (err) *err = slurp(e);
-  return WEXITSTATUS(rc);
-}
+using test::kbin;
+using test::kdet_run;
+using test::slurp;
+using test::TmpDir;
 
 bool bit_equal(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() &&
          std::memcmp(a.contiguous().raw_data(), b.contiguous().raw_data(), a.nbytes()) == 0;
 }
-
-struct TmpDir {
-  std::string path;
-  TmpDir(const char* tag) : path(std::string("/tmp/kdet_test_") + tag + "_" + std::to_string(::getpid())) {
-    std::filesystem::create_directories(path);
-  }
-  ~TmpDir() { std::filesystem::remove_all(path); }
-};
 
 const std::string kCfg = "configs/retinanet_r18_micro_synth.cfg";
 
