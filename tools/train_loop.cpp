@@ -195,6 +195,13 @@ DataSetup build_data(const Config& c, const std::string& work_dir, bool need_tra
     d.train_indices = data::train_image_indices(d.train, min_size, true);
     KDET_CHECK(!d.train_indices.empty(), "data: no training image of ", d.train.source,
                " has an annotation and min(w, h) >= ", min_size);
+    // Not an error (tiny smoke runs do it), but every batch then holds fewer images than the learning
+    // rate was scaled for (train.lr x batch_size / lr_base_batch): say so.
+    if (static_cast<int64_t>(d.train_indices.size()) < bs)
+      std::fprintf(stderr,
+                   "warning: data.batch_size = %d but only %zu training images pass the filters: every batch holds "
+                   "%zu images, while the learning rate is scaled for %d\n",
+                   bs, d.train_indices.size(), d.train_indices.size(), bs);
   }
   d.val = load_set("data.val_ann", val_ann, val_root);
   return d;

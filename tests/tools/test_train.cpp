@@ -156,6 +156,11 @@ TEST_CASE("train/eval/infer: metrics + results JSON, drawn PNG, clear errors on 
   // --set of a key that does not exist
   CHECK(kdet_run("train " + kCfg + " --work-dir " + d + "/w2 --set train.lrr=0.1", d, &err) == 1);
   CHECK(err.find("train.lrr") != std::string::npos);
+  // a batch larger than the training set: runs, with a warning (the LR is scaled for the configured batch)
+  CHECK(kdet_run("train " + kCfg + " --work-dir " + d + "/w3 --quiet --set data.synth_dir=" + d +
+                     "/synth3 data.synth_train_images=3 data.batch_size=4 train.max_iters=1 train.eval_at_end=false",
+                 d, &err) == 0);
+  CHECK(err.find("warning: data.batch_size = 4 but only 3 training images") != std::string::npos);
   // train.device: a bad value, and a CUDA device this binary or machine does not have
   CHECK(kdet_run("train " + kCfg + " --work-dir " + d + "/w2 --set train.device=gpu", d, &err) == 1);
   CHECK(err.find("train.device must be cpu, cuda or cuda:N, got 'gpu'") != std::string::npos);
