@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "bench/bench_detector.h"
 #include "bench/bench_util.h"
 #include "bench/random_batch.h"
 #include "detectors/retinanet.h"
@@ -78,13 +79,7 @@ int run_cuda_section(const CudaBenchOptions& o) {
   const bench::Timing t = bench::time_ms(
       [&] {
         cuda::synchronize();
-        LossList l = model.loss(b);
-        Var total = total_loss(l);
-        if (first.is_null())
-          for (const auto& [k, v] : l) first[k] = v.item();
-        total.backward();
-        opt.step();
-        opt.zero_grad();
+        bench::train_step(model, b, opt, &first);
         cuda::synchronize();
       },
       o.warmup, o.reps, &all);

@@ -94,6 +94,16 @@ data::Batch random_batch(int n, int size, Generator& g) {
 }  // namespace
 
 // conv2d / linear FLOPs (2 x MACs) of the graph that produced `roots` (declared in bench_detector.h).
+void bench::train_step(Detector& model, const data::Batch& b, Optimizer& opt, json* first) {
+  LossList l = model.loss(b);
+  Var total = total_loss(l);
+  if (first->is_null())
+    for (const auto& [k, v] : l) (*first)[k] = v.item();
+  total.backward();
+  opt.step();
+  opt.zero_grad();
+}
+
 double bench::graph_flops(const std::vector<Var>& roots) {
   std::vector<const GradSlot*> stack;
   std::unordered_set<const Node*> seen;
@@ -245,17 +255,7 @@ int run_detector_case(const std::string& name, const DetectorBenchOptions& o) {
     model.train();
     SGD opt(model.named_parameters("", true), 0.01, 0.9, 1e-4);
     json first;
-    t = time_ms(
-        [&] {
-          LossList l = model.loss(b);
-          Var total = total_loss(l);
-          if (first.is_null())
-            for (const auto& [k, v] : l) first[k] = v.item();
-          total.backward();
-          opt.step();
-          opt.zero_grad();
-        },
-        o.warmup, o.reps, &all);
+    t = time_ms([&] { bench::train_step(model, b, opt, &first); }, o.warmup, o.reps, &all);
     j["first_losses"] = first;
   } else {
     model.eval();

@@ -8,6 +8,12 @@
 
 namespace kdet {
 
+class Detector;
+class Optimizer;
+namespace data {
+struct Batch;
+}
+
 struct DetectorBenchOptions {
   int size = 512;                    // square input side (train batch 2, inference 1 image)
   int reps = 7;                      // timed reps per case (median reported; cpu_peers §4 used 7)
@@ -42,6 +48,9 @@ std::string self_exe(const char* argv0);
 // conv2d / linear FLOPs (2 x MACs) of the graph that produced `roots` (every such node needs its weight slot:
 // count on a model with every parameter trainable).
 double graph_flops(const std::vector<Var>& roots);
+// The training step every detector section times: loss forward, backward, optimizer step, zero_grad. The
+// first call's loss terms go into *first (when it is still null).
+void train_step(Detector& model, const data::Batch& b, Optimizer& opt, nlohmann::json* first);
 }  // namespace bench
 
 }  // namespace kdet

@@ -140,15 +140,7 @@ int run_two_stage_case(const std::string& pass, const TwoStageBenchOptions& o) {
   if (pass == "train") {
     model->train();
     opt = std::make_unique<SGD>(model->named_parameters("", true), 0.01, 0.9, 1e-4);
-    step = [&] {
-      LossList l = model->loss(b);
-      Var total = total_loss(l);
-      if (first.is_null())
-        for (const auto& [k, v] : l) first[k] = v.item();
-      total.backward();
-      opt->step();
-      opt->zero_grad();
-    };
+    step = [&] { bench::train_step(*model, b, *opt, &first); };
   } else {
     model->eval();
     step = [&] {

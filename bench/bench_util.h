@@ -74,7 +74,7 @@ inline double wait_idle(double max_s) {
   return l;
 }
 
-// A "VmXXX:   1234 kB" line of /proc/self/status, in MiB (-1 when missing).
+// A "Vm<key>:   1234 kB" line of /proc/self/status, in MiB (-1 when missing).
 inline double proc_status_mib(const char* key) {
   std::ifstream f("/proc/self/status");
   std::string line;

@@ -29,7 +29,7 @@ import time
 
 
 def status_mib(key):
-    """A "VmXXX:  1234 kB" line of /proc/self/status, in MiB (-1 when missing). Peak RSS is VmHWM, this address
+    """A "Vm<key>:  1234 kB" line of /proc/self/status, in MiB (-1 when missing). Peak RSS is VmHWM, this address
     space's own high-water mark: ru_maxrss of a process spawned by the bench starts at the bench's peak (Linux keeps
     the replaced address space's mark across exec). Also used by bench/torch_faster_rcnn.py."""
     with open("/proc/self/status") as f:
@@ -48,6 +48,22 @@ def _busy():
 def _self():
     t = os.times()
     return t.user + t.system
+
+
+def timed_reps(step, warmup, reps):
+    """Runs step() warmup + reps times: per-rep wall and process-CPU ms of the reps, and the cores other
+    processes used over the whole run (load)."""
+    b0, s0, t0 = _busy(), _self(), time.perf_counter()
+    for _ in range(warmup):
+        step()
+    ts, cs = [], []
+    for _ in range(reps):
+        t, c = time.perf_counter(), _self()
+        step()
+        ts.append((time.perf_counter() - t) * 1e3)
+        cs.append((_self() - c) * 1e3)
+    load = ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
+    return ts, cs, load
 
 
 def build(depth, recipe, size):
@@ -169,15 +185,7 @@ def main():
     else:
         raise SystemExit("case must be <r18|r50>_<train|infer>")
 
-    b0, s0, t0 = _busy(), _self(), time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    ts = []
-    for _ in range(args.reps):
-        t = time.perf_counter()
-        step()
-        ts.append((time.perf_counter() - t) * 1e3)
-    load = ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
+    ts, _, load = timed_reps(step, args.warmup, args.reps)
     # peak RSS now, before the FLOP-counting forward (1 image, no_grad: no larger than inference anyway).
     out["maxrss_mib"] = status_mib("VmHWM")
     out.update({"ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "all_ms": ts, "load": load})

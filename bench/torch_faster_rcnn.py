@@ -39,11 +39,9 @@ sys), load, hwm_built_mib (VmHWM after building the model and inputs), hwm_reset
 """
 import argparse
 import json
-import os
 import statistics
-import time
 
-from torch_detectors import _busy, _self, hooked_gflop, random_targets, status_mib
+from torch_detectors import hooked_gflop, random_targets, status_mib, timed_reps
 
 
 def reset_peak_rss():
@@ -177,16 +175,7 @@ def main():
     out["hwm_built_mib"] = status_mib("VmHWM")
     out["hwm_reset"] = reset_peak_rss()
     out["rss_start_mib"] = status_mib("VmRSS")
-    b0, s0, t0 = _busy(), _self(), time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    ts, cs = [], []
-    for _ in range(args.reps):
-        t, c = time.perf_counter(), _self()
-        step()
-        ts.append((time.perf_counter() - t) * 1e3)
-        cs.append((_self() - c) * 1e3)
-    load = ((_busy() - b0) - (_self() - s0)) / (time.perf_counter() - t0)
+    ts, cs, load = timed_reps(step, args.warmup, args.reps)
     out["hwm_reps_mib"] = status_mib("VmHWM")  # before the FLOP count
     out["peak_rss_mib"] = max(out["hwm_built_mib"], out["hwm_reps_mib"])
     out.update({"ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "all_ms": ts,
