@@ -165,11 +165,6 @@ ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws
     if (!found) {
       algo.algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
       algo.math_type = requested_math(dt, tf32);
-      KDET_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, static_cast<cudnnMathType_t>(algo.math_type)), op);
-      KDET_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y,
-                                                               static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo),
-                                                               &algo.workspace),
-                       op);
     }
   } else if (p == Pass::BackwardData) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
@@ -191,11 +186,6 @@ ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws
     if (!found) {
       algo.algo = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;  // deterministic
       algo.math_type = requested_math(dt, tf32);
-      KDET_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, static_cast<cudnnMathType_t>(algo.math_type)), op);
-      KDET_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
-                           h, d.w, d.y, d.conv, d.x, static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo),
-                           &algo.workspace),
-                       op);
     }
   } else {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
@@ -218,13 +208,26 @@ ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws
     if (!found) {
       algo.algo = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;  // deterministic
       algo.math_type = requested_math(dt, tf32);
-      KDET_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, static_cast<cudnnMathType_t>(algo.math_type)), op);
-      KDET_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                           h, d.x, d.y, d.conv, d.w, static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo.algo),
-                           &algo.workspace),
-                       op);
     }
   }
+  // The workspace of the chosen algorithm under the math type it will run with: a perf entry's `memory` is
+  // for the entry's own math type, and pick() runs f32 entries with FMA math whatever that was (a smaller
+  // figure than the real need makes the convolution fail with CUDNN_STATUS_BAD_PARAM).
+  KDET_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, static_cast<cudnnMathType_t>(algo.math_type)), op);
+  size_t need = 0;
+  if (p == Pass::Forward)
+    KDET_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
+                         h, d.x, d.w, d.conv, d.y, static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo), &need),
+                     op);
+  else if (p == Pass::BackwardData)
+    KDET_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+                         h, d.w, d.y, d.conv, d.x, static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo), &need),
+                     op);
+  else
+    KDET_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                         h, d.x, d.y, d.conv, d.w, static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo.algo), &need),
+                     op);
+  algo.workspace = std::max(algo.workspace, need);
   ctx.store_conv_algo(key, algo);
   return algo;
 }
