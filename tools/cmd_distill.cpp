@@ -120,9 +120,8 @@ int cmd_distill(int argc, char** argv) {
 
   std::vector<data::Detection> last_results;
   data::CocoMetrics last_metrics;
-  train::LossFn loss_fn = [&](const data::Batch& b) {
-    return opts.device.is_cpu() ? dist.loss(b) : dist.loss(train::batch_to(b, opts.device));
-  };
+  train::BatchUploader upload(opts.device);
+  train::LossFn loss_fn = [&](const data::Batch& b) { return dist.loss(upload(b)); };
   train::EvalFn eval_fn = [&](int64_t) {
     last_metrics = train::evaluate_detector(dist.student(), d.val, d.val_loader, &last_results, quiet);
     std::map<std::string, double> m;

@@ -19,6 +19,9 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "engine/safetensors.h"
+#if KDET_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
 
 namespace fs = std::filesystem;
 
@@ -310,10 +313,37 @@ Device parse_device(const std::string& s, const std::string& key) {
   return Device::cuda(index);
 }
 
-data::Batch batch_to(const data::Batch& b, Device d) {
-  data::Batch o = b;
-  o.images = b.images.to(d);
-  return o;
+#if KDET_CUDA
+struct BatchUploader::Staging {
+  cuda::PinnedBuffer buf[2];
+  int next = 0;
+};
+#else
+struct BatchUploader::Staging {};
+#endif
+
+BatchUploader::BatchUploader(Device d) : dev_(d) {
+#if KDET_CUDA
+  if (d.is_cuda()) staging_ = std::make_unique<Staging>();
+#endif
+}
+
+BatchUploader::~BatchUploader() = default;
+
+const data::Batch& BatchUploader::operator()(const data::Batch& b) {
+  if (dev_.is_cpu() && b.images.device().is_cpu()) return b;
+  out_.metas = b.metas;
+  out_.gts = b.gts;
+#if KDET_CUDA
+  if (staging_ && b.images.device().is_cpu()) {
+    Staging& s = *staging_;
+    out_.images = cuda::upload_async(b.images, dev_, s.buf[s.next]);
+    s.next ^= 1;
+    return out_;
+  }
+#endif
+  out_.images = b.images.to(dev_);
+  return out_;
 }
 
 Device module_device(Module& m) {
@@ -390,7 +420,7 @@ TrainPosition load_checkpoint(const std::string& path, const Trainable& model, O
 data::CocoMetrics evaluate_detector(Detector& model, const data::Dataset& ds, const data::LoaderConfig& lc,
                                     std::vector<data::Detection>* results, bool quiet) {
   const bool was_training = model.training();
-  const Device dev = module_device(model);  // the batches go where the model is
+  BatchUploader upload(module_device(model));  // the batches go where the model is
   model.eval();
   data::Loader loader(ds, lc);
   std::vector<data::Detection> dets;
@@ -398,7 +428,7 @@ data::CocoMetrics evaluate_detector(Detector& model, const data::Dataset& ds, co
   auto t0 = std::chrono::steady_clock::now();
   int64_t n = 0, total = static_cast<int64_t>(ds.images.size());
   while (loader.next_batch(b)) {
-    std::vector<Detections> d = model.predict(dev.is_cpu() ? b : batch_to(b, dev), true);
+    std::vector<Detections> d = model.predict(upload(b), true);
     auto r = to_coco_results(ds, b, d);
     dets.insert(dets.end(), r.begin(), r.end());
     n += static_cast<int64_t>(b.size());

@@ -115,8 +115,26 @@ struct TrainOptions {
 // "cpu", "cuda" or "cuda:N" (the value of config key `key`); a CUDA device needs a CUDA build
 // (make CUDA=1) and that device present, else a clear error naming the key.
 Device parse_device(const std::string& s, const std::string& key);
-// The batch with its images on `d` (the annotations and metas stay on the host, as the detectors expect).
-data::Batch batch_to(const data::Batch& b, Device d);
+// Moves batches to a device: the images go to `d`, the annotations and metas stay on the host (as the
+// detectors expect). On a CUDA device the images go through two page-locked staging buffers used in turn
+// (cuda::upload_async): the host->device copy is an asynchronous DMA on the device's stream, and staging
+// batch k+1 waits only for batch k-1's copy, not for batch k's kernels. On the CPU a batch passes as is.
+// The result is `b` itself (CPU) or the uploader's copy, valid until the next call.
+class BatchUploader {
+ public:
+  explicit BatchUploader(Device d);
+  ~BatchUploader();
+  BatchUploader(const BatchUploader&) = delete;
+  BatchUploader& operator=(const BatchUploader&) = delete;
+  const data::Batch& operator()(const data::Batch& b);
+  Device device() const { return dev_; }
+
+ private:
+  struct Staging;  // the pinned buffers (a CUDA build only)
+  Device dev_;
+  data::Batch out_;
+  std::unique_ptr<Staging> staging_;
+};
 // Where a module's parameters live (the first parameter's device; the CPU for a module without any).
 Device module_device(Module& m);
 

@@ -14,14 +14,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/random.h"
 #include "tests/cli_util.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tools/commands.h"
+#include "tools/train_loop.h"
 
 using namespace kdet;
 
 namespace {
 
+using test::bitwise_equal;
+using test::kGpu;
 using test::TmpDir;
 
 int run(int (*cmd)(int, char**), std::vector<std::string> args) {
@@ -106,6 +110,31 @@ TEST_CASE("[cuda] kdet distill with train.device = cuda (FGD, MGD): the CPU run'
     }
     compare_logs(t.path + "/" + method + "_cpu", t.path + "/" + method + "_cuda", 5e-3);
   }
+}
+
+TEST_CASE("[cuda] BatchUploader: images through two pinned staging buffers in turn, annotations on the host") {
+  KDET_REQUIRE_GPU();
+  train::BatchUploader up(kGpu);
+  Generator g(7);
+  std::vector<data::Batch> host(3);
+  std::vector<data::Batch> dev;
+  for (int k = 0; k < 3; ++k) {
+    host[k].images = rand_normal({2, 3, 32 + 32 * k, 64}, g);  // a different size each time: buffers grow
+    host[k].metas.resize(2);
+    host[k].gts.resize(2);
+    host[k].gts[1].push_back(data::BoxAnn{});
+    dev.push_back(up(host[k]));  // copied out: the uploader's batch is valid until the next call
+  }
+  for (int k = 0; k < 3; ++k) {
+    CHECK(dev[k].images.device() == kGpu);
+    CHECK(dev[k].metas.size() == 2);
+    CHECK(dev[k].gts[1].size() == 1);
+    // Two uploads later the staging buffer of batch k was reused: the device copy must not have changed.
+    CHECK(bitwise_equal(dev[k].images, host[k].images));
+  }
+  // On the CPU the batch passes through untouched (no copy).
+  train::BatchUploader cpu(Device::cpu());
+  CHECK(&cpu(host[0]) == &host[0]);
 }
 
 #endif  // KDET_CUDA
