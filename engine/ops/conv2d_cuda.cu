@@ -100,18 +100,44 @@ cudnnMathType_t requested_math(DType dt, bool tf32) {
   return dt == DType::F32 && !tf32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
 }
 
-// Picks the first acceptable entry of a cuDNN perf list (sorted best first).
+// Workspace of algorithm `algo` of pass p when it runs with math type `math` (left set on d.conv).
+cudnnStatus_t workspace_need(cudnnHandle_t h, Pass p, const Descs& d, int algo, int math, size_t& need) {
+  need = 0;
+  const cudnnStatus_t s = cudnnSetConvolutionMathType(d.conv, static_cast<cudnnMathType_t>(math));
+  if (s != CUDNN_STATUS_SUCCESS) return s;
+  switch (p) {
+    case Pass::Forward:
+      return cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y,
+                                                     static_cast<cudnnConvolutionFwdAlgo_t>(algo), &need);
+    case Pass::BackwardData:
+      return cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x,
+                                                          static_cast<cudnnConvolutionBwdDataAlgo_t>(algo), &need);
+    case Pass::BackwardFilter:
+      return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.x, d.y, d.conv, d.w,
+                                                            static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo), &need);
+  }
+  return CUDNN_STATUS_BAD_PARAM;
+}
+
+// Picks the first acceptable entry of a cuDNN perf list (sorted best first). The workspace is queried again
+// for the math type the entry will really run with: a perf entry's `memory` is for its own math type, and
+// full f32 runs every entry with FMA math (an entry cuDNN cannot run that way is skipped).
 template <class Perf>
-bool pick(const Perf* perf, int n, DType dt, bool tf32, size_t cap, ConvAlgo& out) {
+bool pick(const Perf* perf, int n, DType dt, bool tf32, size_t cap, cudnnHandle_t h, Pass pass, const Descs& d,
+          ConvAlgo& out) {
   for (int i = 0; i < n; ++i) {
     const Perf& p = perf[i];
     if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC || p.memory > cap ||
         !math_allowed(p.mathType, dt, tf32))
       continue;
-    out.algo = static_cast<int>(p.algo);
     // Full f32: run with FMA math whatever the entry says (DEFAULT math may use TF32 on Ampere and later).
-    out.math_type = static_cast<int>(dt == DType::F32 && !tf32 ? CUDNN_FMA_MATH : p.mathType);
-    out.workspace = p.memory;
+    const int math = static_cast<int>(dt == DType::F32 && !tf32 ? CUDNN_FMA_MATH : p.mathType);
+    size_t need = 0;
+    if (workspace_need(h, pass, d, static_cast<int>(p.algo), math, need) != CUDNN_STATUS_SUCCESS || need > cap)
+      continue;
+    out.algo = static_cast<int>(p.algo);
+    out.math_type = math;
+    out.workspace = std::max(p.memory, need);
     return true;
   }
   return false;
@@ -158,13 +184,14 @@ ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws
                                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf,
                                                               ws_ptr(wsb), wsz),
                        op);
-      found = pick(perf, returned, dt, tf32, wsz, algo);
+      found = pick(perf, returned, dt, tf32, wsz, h, p, d, algo);
     } else {
-      found = pick(perf, returned, dt, tf32, kWorkspaceCap, algo);
+      found = pick(perf, returned, dt, tf32, kWorkspaceCap, h, p, d, algo);
     }
     if (!found) {
       algo.algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
       algo.math_type = requested_math(dt, tf32);
+      KDET_CUDNN_CHECK(workspace_need(h, p, d, algo.algo, algo.math_type, algo.workspace), op);
     }
   } else if (p == Pass::BackwardData) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
@@ -179,13 +206,14 @@ ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws
                                                                    CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned,
                                                                    perf, ws_ptr(wsb), wsz),
                        op);
-      found = pick(perf, returned, dt, tf32, wsz, algo);
+      found = pick(perf, returned, dt, tf32, wsz, h, p, d, algo);
     } else {
-      found = pick(perf, returned, dt, tf32, kWorkspaceCap, algo);
+      found = pick(perf, returned, dt, tf32, kWorkspaceCap, h, p, d, algo);
     }
     if (!found) {
       algo.algo = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;  // deterministic
       algo.math_type = requested_math(dt, tf32);
+      KDET_CUDNN_CHECK(workspace_need(h, p, d, algo.algo, algo.math_type, algo.workspace), op);
     }
   } else {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
@@ -201,33 +229,16 @@ ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws
                                                                      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
                                                                      &returned, perf, ws_ptr(wsb), wsz),
                        op);
-      found = pick(perf, returned, dt, tf32, wsz, algo);
+      found = pick(perf, returned, dt, tf32, wsz, h, p, d, algo);
     } else {
-      found = pick(perf, returned, dt, tf32, kWorkspaceCap, algo);
+      found = pick(perf, returned, dt, tf32, kWorkspaceCap, h, p, d, algo);
     }
     if (!found) {
       algo.algo = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;  // deterministic
       algo.math_type = requested_math(dt, tf32);
+      KDET_CUDNN_CHECK(workspace_need(h, p, d, algo.algo, algo.math_type, algo.workspace), op);
     }
   }
-  // The workspace of the chosen algorithm under the math type it will run with: a perf entry's `memory` is
-  // for the entry's own math type, and pick() runs f32 entries with FMA math whatever that was (a smaller
-  // figure than the real need makes the convolution fail with CUDNN_STATUS_BAD_PARAM).
-  KDET_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, static_cast<cudnnMathType_t>(algo.math_type)), op);
-  size_t need = 0;
-  if (p == Pass::Forward)
-    KDET_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
-                         h, d.x, d.w, d.conv, d.y, static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo), &need),
-                     op);
-  else if (p == Pass::BackwardData)
-    KDET_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
-                         h, d.w, d.y, d.conv, d.x, static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo), &need),
-                     op);
-  else
-    KDET_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                         h, d.x, d.y, d.conv, d.w, static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo.algo), &need),
-                     op);
-  algo.workspace = std::max(algo.workspace, need);
   ctx.store_conv_algo(key, algo);
   return algo;
 }
