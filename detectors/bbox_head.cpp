@@ -141,12 +141,13 @@ LossList Shared2FCBBoxHead::loss(const BBoxHeadOutputs& out, const BBoxTargets& 
                  out.bbox_pred.size(1) == nreg,
              "Shared2FCBBoxHead::loss: bbox_pred ", out.bbox_pred.data().desc(), " expected [", R, ", ", nreg, "]");
   const DType dt = out.cls_score.dtype();
+  const Device dev = out.cls_score.device();  // targets are built on the host; moved to the predictions' device
   // classification: Σ w CE / (max(#w>0, 1) + eps)
   const float* pw = t.label_weights.data<float>();
   int64_t nw = 0;
   for (int64_t r = 0; r < R; ++r) nw += pw[r] > 0;
   const double af_cls = static_cast<double>(std::max<int64_t>(nw, 1)) + cfg_.avg_factor_eps;
-  Var loss_cls = R > 0 ? sum(cross_entropy(out.cls_score, t.labels) * Var(t.label_weights.to(dt))) *
+  Var loss_cls = R > 0 ? sum(cross_entropy(out.cls_score, t.labels.to(dev)) * Var(t.label_weights.to(dt).to(dev))) *
                              (cfg_.loss_cls_weight / af_cls)
                        : sum(out.cls_score) * 0.0;
   // regression on positives (labels in [0, C))
@@ -163,10 +164,10 @@ LossList Shared2FCBBoxHead::loss(const BBoxHeadOutputs& out, const BBoxTargets& 
     loss_bbox = sum(out.bbox_pred) * 0.0;
   } else {
     Var rows = cfg_.reg_class_agnostic ? out.bbox_pred : reshape(out.bbox_pred, {R * C, 4});
-    Var pred = index_select(rows, 0, Tensor::from_vector(sel, Shape{P}));
+    Var pred = index_select(rows, 0, Tensor::from_vector(sel, Shape{P}).to(dev));
     Tensor pi = Tensor::from_vector(pos, Shape{P});
-    Tensor tgt = ops::index_select(t.bbox_targets, 0, pi).to(dt);
-    Tensor bw = ops::index_select(t.bbox_weights, 0, pi).to(dt);
+    Tensor tgt = ops::index_select(t.bbox_targets, 0, pi).to(dt).to(dev);
+    Tensor bw = ops::index_select(t.bbox_weights, 0, pi).to(dt).to(dev);
     Var per = cfg_.reg_loss == BBoxHeadConfig::RegLoss::L1 ? l1_loss(pred, tgt)
                                                            : smooth_l1_loss(pred, tgt, cfg_.smooth_l1_beta);
     loss_bbox = sum(per * Var(bw)) * (cfg_.loss_bbox_weight / (static_cast<double>(R) + cfg_.avg_factor_eps));
@@ -179,13 +180,13 @@ Tensor Shared2FCBBoxHead::regress_by_class(const Tensor& rois_in, const Tensor& 
   KDET_CHECK(rois_in.ndim() == 2 && (rois_in.size(1) == 4 || rois_in.size(1) == 5),
              "Shared2FCBBoxHead::regress_by_class: rois must be [K, 4] or [K, 5], got ", rois_in.desc());
   const int64_t K = rois_in.size(0), C = cfg_.num_classes;
-  Tensor pred = bbox_pred_in.to(DType::F32).contiguous();
+  Tensor pred = bbox_pred_in.to(Device::cpu()).to(DType::F32).contiguous();  // boxes are decoded on the host
   KDET_CHECK(pred.ndim() == 2 && pred.size(0) == K && pred.size(1) == (cfg_.reg_class_agnostic ? 4 : 4 * C),
              "Shared2FCBBoxHead::regress_by_class: bbox_pred ", pred.desc(), " for ", K, " RoIs");
   if (!cfg_.reg_class_agnostic) {
     KDET_CHECK(labels.numel() == K, "Shared2FCBBoxHead::regress_by_class: ", labels.desc(), " labels for ", K,
                " RoIs");
-    auto lab = labels.to_vector<int64_t>();
+    auto lab = labels.to(DType::I64).to_vector<int64_t>();
     Tensor g = Tensor::empty({K, 4});
     const float* p = pred.data<float>();
     float* o = g.data<float>();
@@ -196,7 +197,7 @@ Tensor Shared2FCBBoxHead::regress_by_class(const Tensor& rois_in, const Tensor& 
     }
     pred = g;
   }
-  Tensor rois = rois_in.to(DType::F32).contiguous();
+  Tensor rois = rois_in.to(Device::cpu()).to(DType::F32).contiguous();
   const bool with_idx = rois.size(1) == 5;
   Tensor boxes = cfg_.coder.decode(with_idx ? rois.slice(1, 1, 5) : rois, pred,
                                    std::make_pair(geo.img_h, geo.img_w));
@@ -210,7 +211,8 @@ std::vector<Tensor> Shared2FCBBoxHead::refine_bboxes(const Tensor& rois_in, cons
                  bbox_pred.ndim() == 2 && bbox_pred.size(0) == rois_in.size(0) && pos_is_gts.size() == geo.size(),
              "Shared2FCBBoxHead::refine_bboxes: rois ", rois_in.desc(), ", labels ", labels.desc(), ", bbox_pred ",
              bbox_pred.desc(), ", ", pos_is_gts.size(), " pos_is_gt lists, ", geo.size(), " images");
-  Tensor rois = rois_in.to(DType::F32).contiguous();
+  Tensor rois = rois_in.to(Device::cpu()).to(DType::F32).contiguous();  // refined on the host
+  const Tensor lab = labels.to(Device::cpu()).to(DType::I64), pred = bbox_pred.to(Device::cpu());
   const float* pr = rois.data<float>();
   const int64_t R = rois.size(0);
   std::vector<Tensor> out;
@@ -222,8 +224,7 @@ std::vector<Tensor> Shared2FCBBoxHead::refine_bboxes(const Tensor& rois_in, cons
     Tensor ti = Tensor::from_vector(inds, Shape{n});
     Tensor boxes = n == 0 ? Tensor::zeros({0, 4})
                           : regress_by_class(ops::index_select(rois, 0, ti).slice(1, 1, 5),
-                                             ops::index_select(labels.to(DType::I64), 0, ti),
-                                             ops::index_select(bbox_pred, 0, ti), geo[i]);
+                                             ops::index_select(lab, 0, ti), ops::index_select(pred, 0, ti), geo[i]);
     // drop the added GT rows: the first len(pos_is_gt) rows are the positives
     std::vector<int64_t> keep;
     auto isgt = pos_is_gts[i].defined() ? pos_is_gts[i].to_vector<uint8_t>() : std::vector<uint8_t>{};
@@ -248,9 +249,11 @@ Detections Shared2FCBBoxHead::get_bboxes(const Tensor& rois_in, const Tensor& cl
              bbox_pred.desc(), " (", C, " classes)");
   const int64_t K = rois_in.size(0);
   if (K == 0) return Detections::empty();
-  Tensor scores = ops::softmax(cls_score.to(DType::F32).contiguous(), 1);
-  Tensor rois = rois_in.to(DType::F32).contiguous();
-  Tensor boxes = cfg_.coder.decode(rois.size(1) == 5 ? rois.slice(1, 1, 5) : rois, bbox_pred.to(DType::F32),
+  // post-processing runs on the host
+  Tensor scores = ops::softmax(cls_score.to(Device::cpu()).to(DType::F32).contiguous(), 1);
+  Tensor rois = rois_in.to(Device::cpu()).to(DType::F32).contiguous();
+  Tensor boxes = cfg_.coder.decode(rois.size(1) == 5 ? rois.slice(1, 1, 5) : rois,
+                                   bbox_pred.to(Device::cpu()).to(DType::F32),
                                    std::make_pair(geo.img_h, geo.img_w));
   if (test.rescale) {
     float* b = boxes.data<float>();

@@ -34,7 +34,7 @@ Var normalised_sum(const Var& per, const std::vector<int64_t>& rows, int64_t row
                " with ", norms.size(), " normalisers");
     p[i] = norms[n] * scale;
   }
-  return sum(per * Var(w.to(per.dtype())));
+  return sum(per * Var(w.to(per.dtype()).to(per.device())));
 }
 
 }  // namespace kdet

@@ -16,7 +16,7 @@ inline float sigmoid1(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 Tensor dense_to_rows(const Tensor& map_in, int64_t k) {
   KDET_CHECK(map_in.ndim() == 3 && k > 0 && map_in.size(0) % k == 0, "dense_to_rows: expects [A*", k,
              ", H, W], got ", map_in.desc());
-  Tensor m = map_in.to(DType::F32).contiguous();
+  Tensor m = map_in.to(Device::cpu()).to(DType::F32).contiguous();  // a CPU result whatever the map's device
   const int64_t A = m.size(0) / k, H = m.size(1), W = m.size(2);
   Tensor out = Tensor::empty({H * W * A, k});
   const float* p = m.data<float>();

@@ -123,7 +123,7 @@ RepPointsHeadOutputs RepPointsHead::forward(const std::vector<Var>& feats) {
     Var init = init_out_->forward(relu(init_conv_->forward(r)));
     Var init_d = init.detach();
     Var grad_mul = gm == 1.0 ? init : init_d * (1.0 - gm) + init * gm;
-    Var offset = grad_mul - Var(dcn_base_.to(x.dtype()));
+    Var offset = grad_mul - Var(dcn_base_.to(x.dtype()).to(x.device()));
     Var cls = cls_out_->forward(relu(cls_dcn_->forward(c, offset)));
     Var refine = refine_out_->forward(relu(refine_dcn_->forward(r, offset))) + init_d;
     o.cls_feats.push_back(c);
@@ -160,7 +160,7 @@ Var normalised_sum(const Var& per, const std::vector<int64_t>& rows, int64_t M, 
   Tensor w = Tensor::empty({static_cast<int64_t>(rows.size()), 1}, DType::F64);
   double* p = w.data<double>();
   for (size_t i = 0; i < rows.size(); ++i) p[i] = norms[rows[i] / M] * scale;
-  return sum(per * Var(w.to(per.dtype())));
+  return sum(per * Var(w.to(per.dtype()).to(per.device())));
 }
 
 }  // namespace
@@ -175,9 +175,10 @@ std::vector<Tensor> RepPointsHead::decode_boxes(const std::vector<Var>& pts, int
     KDET_CHECK(m.ndim() == 4 && m.size(1) == 2 * cfg_.num_points && n < m.size(0), "RepPointsHead::decode_boxes: map ",
                m.data().desc(), " image ", n);
     const int64_t H = m.size(2), W = m.size(3);
-    Tensor rows = dense_to_rows(m.data().select(0, n), 2 * cfg_.num_points);  // f32 [H*W, 2P]
+    Tensor rows = dense_to_rows(m.data().select(0, n), 2 * cfg_.num_points);  // f32 [H*W, 2P], host
     if (mt_) rows = rows.to(mt_->dtype());                                     // f64 models
-    Tensor box = points2bbox(Var(rows), true).data().to(DType::F32).contiguous();
+    // points2bbox where the model is (its moment_transfer parameter), the box arithmetic below on the host
+    Tensor box = points2bbox(Var(rows.to(m.device())), true).data().to(Device::cpu()).to(DType::F32).contiguous();
     Tensor pri = points_.grid_points(l, H, W, true);
     const float* pp = pri.data<float>();
     float* pbx = box.data<float>();
@@ -210,7 +211,7 @@ RepPointsTargets RepPointsHead::get_targets(const RepPointsHeadOutputs& out, con
     std::vector<Var> det;
     for (const Var& v : out.pts_init) det.push_back(v.detach());
     Tensor rows = RetinaHead::flatten_levels(det, P2).data();  // [N*M, 2P]
-    t.init_boxes = points2bbox(Var(rows), true).data().to(DType::F32).contiguous();
+    t.init_boxes = points2bbox(Var(rows), true).data().to(Device::cpu()).to(DType::F32).contiguous();  // host
     float* pb = t.init_boxes.data<float>();
     for (int64_t r = 0; r < N * M; ++r) {
       const float* q = pp + (r % M) * 4;
@@ -300,6 +301,7 @@ LossList RepPointsHead::loss(const RepPointsHeadOutputs& out, const RepPointsTar
   KDET_CHECK(logits.size(0) == N * M, "RepPointsHead::loss: ", logits.size(0), " prediction rows for ", N,
              " images x ", M, " points");
   const DType dt = logits.dtype();
+  const Device dev = logits.device();  // targets are built on the host; moved to the predictions' device
   const int64_t k = cfg_.images_per_group;
   const bool grouped = k > 0 && N > k;
   const double eps = cfg_.avg_factor_eps;
@@ -322,8 +324,8 @@ LossList RepPointsHead::loss(const RepPointsHeadOutputs& out, const RepPointsTar
     float* po = onehot.data<float>();
     for (int64_t r = 0; r < R; ++r)
       if (pl[rows[r]] < C) po[r * C + pl[rows[r]]] = 1.f;
-    Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}));
-    Var focal = sigmoid_focal_loss(sel, onehot.to(dt), cfg_.focal_gamma, cfg_.focal_alpha);
+    Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}).to(dev));
+    Var focal = sigmoid_focal_loss(sel, onehot.to(dt).to(dev), cfg_.focal_gamma, cfg_.focal_alpha);
     loss_cls = normalised_sum(focal, rows, M, ref_norm, grouped, cfg_.loss_cls_weight, ref_denom);
   } else {
     loss_cls = sum(logits) * 0.0;
@@ -347,11 +349,11 @@ LossList RepPointsHead::loss(const RepPointsHeadOutputs& out, const RepPointsTar
       pn[i] = static_cast<double>(static_cast<float>(cfg_.point_base_scale) * q[2]);
       for (int64_t j = 0; j < P2; j += 2) pc[i * P2 + j] = q[1], pc[i * P2 + j + 1] = q[0];  // (y, x)
     }
-    Var off = index_select(all, 0, pos_inds);
-    Var abs_pts = off * Var(stride.to(dt)) + Var(centre.to(dt));
-    Var nrm_v(nrm.to(dt));
+    Var off = index_select(all, 0, pos_inds.to(dev));
+    Var abs_pts = off * Var(stride.to(dt).to(dev)) + Var(centre.to(dt).to(dev));
+    Var nrm_v(nrm.to(dt).to(dev));
     Var pred = points2bbox(abs_pts, true) / nrm_v;
-    Tensor target = ops::div(pos_gt.to(dt), nrm.to(dt));
+    Tensor target = ops::div(pos_gt.to(dt), nrm.to(dt)).to(dev);
     Var per = smooth_l1_loss(pred, target, cfg_.smooth_l1_beta);
     return normalised_sum(per, prow, M, norms, grouped, weight, denom);
   };
@@ -371,7 +373,7 @@ std::vector<Detections> RepPointsHead::predict(const RepPointsHeadOutputs& out, 
   std::vector<Detections> res;
   for (int64_t n = 0; n < N; ++n) {
     std::vector<Tensor> cls;
-    for (const Var& c : out.cls_scores) cls.push_back(c.data().select(0, n));
+    for (const Var& c : out.cls_scores) cls.push_back(c.data().select(0, n).to(Device::cpu()));  // host post-processing
     std::vector<Tensor> boxes = decode_boxes(out.pts_refine, n);
     // clip to img_shape
     for (Tensor& b : boxes) {

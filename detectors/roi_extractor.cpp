@@ -54,10 +54,11 @@ Var SingleRoIExtractor::forward(const std::vector<Var>& feats, const Tensor& roi
                "SingleRoIExtractor: level ", l, " map ", feats[l].data().desc(), " does not match level 0 ",
                feats[0].data().desc());
   const DType dt = feats[0].dtype();
-  Tensor rois = rois_in.to(dt).contiguous();
+  const Device dev = feats[0].device();  // rois are mapped to levels on the host, pooled where the maps are
+  Tensor rois = rois_in.to(Device::cpu()).to(dt).contiguous();
   Tensor lv = map_roi_levels(rois);
   const int64_t K = rois.size(0), C = feats[0].size(1), S = cfg_.out_size;
-  if (K == 0) return Var(Tensor::zeros({0, C, S, S}, dt));
+  if (K == 0) return Var(Tensor::zeros({0, C, S, S}, dt, dev));
   const int64_t* pl = lv.data<int64_t>();
   std::vector<std::vector<int64_t>> members(L);
   for (int64_t i = 0; i < K; ++i) members[pl[i]].push_back(i);
@@ -72,13 +73,13 @@ Var SingleRoIExtractor::forward(const std::vector<Var>& feats, const Tensor& roi
     a.sampling_ratio = cfg_.sampling_ratio;
     a.aligned = cfg_.aligned;
     Tensor sub = n == K ? rois : ops::index_select(rois, 0, Tensor::from_vector(members[l], Shape{n}));
-    parts.push_back(roi_align(feats[l], sub, a));
+    parts.push_back(roi_align(feats[l], sub.to(dev), a));
     order.insert(order.end(), members[l].begin(), members[l].end());
   }
   if (parts.size() == 1) return parts[0];  // one level: rows already in RoI order
   std::vector<int64_t> inv(K);
   for (int64_t j = 0; j < K; ++j) inv[order[j]] = j;
-  return index_select(concat(parts, 0), 0, Tensor::from_vector(inv, Shape{K}));
+  return index_select(concat(parts, 0), 0, Tensor::from_vector(inv, Shape{K}).to(dev));
 }
 
 }  // namespace kdet

@@ -8,7 +8,7 @@
 namespace kdet {
 
 Tensor argmax_foreground(const Tensor& cls_score, int64_t num_classes) {
-  Tensor cls = cls_score.to(DType::F32).contiguous();
+  Tensor cls = cls_score.to(Device::cpu()).to(DType::F32).contiguous();
   KDET_CHECK(cls.ndim() == 2 && cls.size(1) == num_classes + 1, "argmax_foreground: cls_score ", cls.desc(),
              " for ", num_classes, " classes");
   const int64_t K = cls.size(0), C = num_classes;
@@ -125,7 +125,7 @@ std::vector<Tensor> RoIHead::refine(int stage, const RoIStageResult& r, const st
   const Shared2FCBBoxHead& h = *heads_.at(stage);
   const int64_t C = h.num_classes(), R = r.targets.size();
   // labels: the targets', negatives replaced by the argmax of the C foreground logits
-  Tensor labels = r.targets.labels.clone();
+  Tensor labels = r.targets.labels.to(Device::cpu()).clone();
   Tensor best = argmax_foreground(r.out.cls_score.data(), C);
   int64_t* pl = labels.data<int64_t>();
   const int64_t* pb = best.data<int64_t>();
@@ -174,7 +174,7 @@ LossList RoIHead::loss(const std::vector<Var>& feats, const std::vector<Tensor>&
 RoIPredictResult RoIHead::forward_rois(const std::vector<Var>& feats, const Tensor& rois_in,
                                        const std::vector<ImageGeometry>& geo) {
   RoIPredictResult res;
-  res.rois = rois_in.to(DType::F32).contiguous();
+  res.rois = rois_in.to(Device::cpu()).to(DType::F32).contiguous();  // RoIs live on the host (RoIAlign moves them)
   KDET_CHECK(res.rois.ndim() == 2 && res.rois.size(1) == 5, "RoIHead::forward_rois: rois must be [K, 5], got ",
              res.rois.desc());
   const int64_t K = res.rois.size(0), N = static_cast<int64_t>(geo.size());
@@ -211,7 +211,8 @@ RoIPredictResult RoIHead::forward_rois(const std::vector<Var>& feats, const Tens
   }
   res.cls_score = num_stages() == 1
                       ? logit_sum
-                      : logit_sum / Var(Tensor::scalar(static_cast<double>(num_stages()), logit_sum.dtype()));
+                      : logit_sum / Var(Tensor::scalar(static_cast<double>(num_stages()), logit_sum.dtype())
+                                            .to(logit_sum.device()));
   res.bbox_pred = o.bbox_pred;
   res.counts = counts;
   return res;

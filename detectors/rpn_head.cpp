@@ -126,6 +126,7 @@ LossList RPNHead::loss(const DenseHeadOutputs& out, const DenseTargets& t) const
   KDET_CHECK(logits.size(0) == t.num_images * t.num_anchors, "RPNHead::loss: ", logits.size(0),
              " prediction rows for ", t.num_images, " images x ", t.num_anchors, " anchors");
   const DType dt = logits.dtype();
+  const Device dev = logits.device();  // targets are built on the host; moved to the predictions' device
   const int64_t N = t.num_images, M = t.num_anchors;
   // rows with label_weight > 0 (the sampled anchors), and each image's avg_factor share
   // max(#pos, 1) + max(#neg, 1)
@@ -149,8 +150,8 @@ LossList RPNHead::loss(const DenseHeadOutputs& out, const DenseTargets& t) const
   if (R > 0) {
     Tensor target = Tensor::empty({R, 1}, DType::F32);
     for (int64_t r = 0; r < R; ++r) target.data<float>()[r] = pl[rows[r]] == 0 ? 1.f : 0.f;
-    Var sel = index_select(logits, 0, Tensor::from_vector(rows, Shape{R}));
-    loss_cls = normalised_sum(binary_cross_entropy_with_logits(sel, target.to(dt)), rows, M, norms,
+    Var sel = index_select(logits, 0, Tensor::from_vector(rows, Shape{R}).to(dev));
+    loss_cls = normalised_sum(binary_cross_entropy_with_logits(sel, target.to(dt).to(dev)), rows, M, norms,
                               cfg_.loss_cls_weight);
   } else {
     loss_cls = sum(logits) * 0.0;
@@ -161,8 +162,8 @@ LossList RPNHead::loss(const DenseHeadOutputs& out, const DenseTargets& t) const
   if (P == 0) {
     loss_bbox = sum(reg) * 0.0;
   } else {
-    Var pos = index_select(reg, 0, t.pos_inds);
-    Tensor tgt = t.pos_bbox_targets.to(dt);
+    Var pos = index_select(reg, 0, t.pos_inds.to(dev));
+    Tensor tgt = t.pos_bbox_targets.to(dt).to(dev);
     Var per = cfg_.smooth_l1_beta > 0 ? smooth_l1_loss(pos, tgt, cfg_.smooth_l1_beta) : l1_loss(pos, tgt);
     loss_bbox = normalised_sum(per, t.pos_inds.to_vector<int64_t>(), M, norms, cfg_.loss_bbox_weight);
   }
@@ -242,8 +243,8 @@ std::vector<Tensor> RPNHead::get_proposals(const DenseHeadOutputs& out, const st
   for (int64_t n = 0; n < N; ++n) {
     std::vector<Tensor> cls, reg;
     for (size_t l = 0; l < out.cls_scores.size(); ++l) {
-      cls.push_back(out.cls_scores[l].data().select(0, n));
-      reg.push_back(out.bbox_preds[l].data().select(0, n));
+      cls.push_back(out.cls_scores[l].data().select(0, n).to(Device::cpu()));  // proposals are made on the host
+      reg.push_back(out.bbox_preds[l].data().select(0, n).to(Device::cpu()));
     }
     res.push_back(rpn_proposals_single(cls, reg, priors, cfg_.coder, geo[n], training ? cfg_.train : cfg_.test));
   }

@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "detectors/build.h"
+#include "engine/config.h"
 #include "engine/random.h"
 #include "tests/cli_util.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -110,6 +112,54 @@ TEST_CASE("[cuda] kdet distill with train.device = cuda (FGD, MGD): the CPU run'
     }
     compare_logs(t.path + "/" + method + "_cpu", t.path + "/" + method + "_cuda", 5e-3);
   }
+}
+
+// The two-stage detectors and RepPoints: host-side target / proposal / RoI code around device heads. The
+// R-CNN losses are compared more loosely: proposals come from a top-k + NMS over the RPN scores, where a
+// float difference between the devices may swap a near-tie and change a few of the 512 sampled RoIs.
+TEST_CASE("[cuda] kdet train with train.device = cuda: Faster R-CNN, Cascade R-CNN, RepPoints match the CPU run") {
+  KDET_REQUIRE_GPU();
+  const std::vector<std::pair<std::string, double>> cases = {{"configs/faster_rcnn_r18_tiny_synth.cfg", 2e-2},
+                                                             {"configs/cascade_rcnn_r34_tiny_synth.cfg", 2e-2},
+                                                             {"configs/reppoints_r18_tiny_synth.cfg", 2e-3}};
+  for (const auto& [cfg, rel] : cases) {
+    const bool two_stage = cfg.find("rcnn") != std::string::npos;
+    REQUIRE(std::filesystem::exists(cfg));
+    TmpDir t("train2");
+    for (const char* dev : {"cpu", "cuda"}) {
+      std::vector<std::string> a = {"train", cfg};
+      for (auto& s : common(t.path, t.path + "/" + dev, dev)) a.push_back(s);
+      a.insert(a.end(), {"data.batch_size=2", "data.eval_batch_size=2", "train.max_iters=2"});
+      if (two_stage) a.insert(a.end(), {"model.rpn_train_max_per_img=100", "model.rcnn_sampler_num=64"});
+      REQUIRE_MESSAGE(run(cli::cmd_train, a) == 0, cfg << " on " << dev);
+    }
+    INFO(cfg);
+    compare_logs(t.path + "/cpu", t.path + "/cuda", rel);
+    CHECK(std::filesystem::exists(t.path + "/cuda/metrics.json"));  // evaluation ran on the GPU too
+  }
+}
+
+TEST_CASE("[cuda] kdet distill with train.device = cuda: RoI logit KD between Faster R-CNNs") {
+  KDET_REQUIRE_GPU();
+  const std::string cfg = "configs/kd_logit_roi_faster_r34_r18_tiny_synth.cfg";
+  REQUIRE(std::filesystem::exists(cfg));
+  TmpDir t("distill_roi");
+  // A random teacher of the config's [teacher] section.
+  const std::string tw = t.path + "/teacher.safetensors";
+  {
+    auto teacher = build_detector(Config::load(cfg), "teacher");
+    Generator g(3);
+    teacher->init_weights(g);
+    teacher->save(tw);
+  }
+  for (const char* dev : {"cpu", "cuda"}) {
+    std::vector<std::string> a = {"distill", cfg};
+    for (auto& s : common(t.path, t.path + "/" + dev, dev)) a.push_back(s);
+    a.insert(a.end(), {"data.batch_size=2", "data.eval_batch_size=2", "train.max_iters=2", "teacher.weights=" + tw,
+                       "model.rpn_train_max_per_img=100", "model.rcnn_sampler_num=64"});
+    REQUIRE_MESSAGE(run(cli::cmd_distill, a) == 0, dev);
+  }
+  compare_logs(t.path + "/cpu", t.path + "/cuda", 2e-2);
 }
 
 TEST_CASE("[cuda] BatchUploader: images through two pinned staging buffers in turn, annotations on the host") {
