@@ -8,7 +8,8 @@ SHELL := /bin/bash
 # Parallel by default (one job per core) unless the command line gives -j: a plain `make demo` or
 # `make test` on a fresh machine uses every core.
 NPROC := $(shell nproc 2>/dev/null || echo 2)
-ifeq ($(filter -j%,$(MAKEFLAGS))$(findstring j,$(firstword $(MAKEFLAGS))),)
+# (Top level only: a sub-make inherits the jobserver and would warn "-jN forced in makefile".)
+ifeq ($(MAKELEVEL)$(filter -j%,$(MAKEFLAGS))$(findstring j,$(firstword $(MAKEFLAGS))),0)
 MAKEFLAGS += -j$(NPROC)
 endif
 

@@ -89,7 +89,7 @@ TEST_CASE("[cuda] kdet train with train.device = cuda: the CPU run's losses, a c
   CHECK(run(cli::cmd_train, a) == 0);
 }
 
-TEST_CASE("[cuda] kdet distill with train.device = cuda (FGD, MGD): the CPU run's losses") {
+TEST_CASE("[cuda] kdet distill with train.device = cuda (every KD method): the CPU run's losses") {
   KDET_REQUIRE_GPU();
   TmpDir t("distill");
   // A teacher checkpoint: the micro detector trained for 3 iterations on the CPU.
@@ -98,7 +98,7 @@ TEST_CASE("[cuda] kdet distill with train.device = cuda (FGD, MGD): the CPU run'
     for (auto& s : common(t.path, t.path + "/teacher", "cpu")) a.push_back(s);
     REQUIRE(run(cli::cmd_train, a) == 0);
   }
-  for (const char* method : {"fgd", "mgd"}) {
+  for (const char* method : {"fitnet", "fgd", "mgd", "amd", "dmkd", "ssim", "fbkd", "aid", "logit_kd"}) {
     const std::string cfg = t.path + "/kd_" + method + ".cfg";
     std::ofstream(cfg) << "base = " << std::filesystem::absolute(kCfg).string() << "\n[teacher]\n"
                        << "type = retinanet\ndepth = 18\nnum_classes = 6\nbase_channels = 8\nfrozen_stages = -1\n"
