@@ -113,6 +113,9 @@ TEST_CASE("[cuda] device query never aborts; CUDA tensors without a GPU throw a 
 TEST_CASE("[cuda] caching allocator: size classes, reuse, current/peak stats") {
   KDET_REQUIRE_GPU();
   cuda::synchronize();
+  // Start from an empty cache: blocks of the 4096 B / 4 MiB classes left by earlier [cuda] cases would
+  // serve a and b below, and the cached-bytes check after their release would then fail.
+  cuda::release_cache();
   const AllocStats s0 = alloc_stats(kGpu);
   {
     Tensor a = Tensor::empty({1000}, DType::F32, kGpu);     // 4000 B -> one 4096 B class
