@@ -320,12 +320,8 @@ LossList RepPointsHead::loss(const RepPointsHeadOutputs& out, const RepPointsTar
   const int64_t R = static_cast<int64_t>(rows.size());
   Var loss_cls;
   if (R > 0) {
-    Tensor onehot = Tensor::zeros({R, C});
-    float* po = onehot.data<float>();
-    for (int64_t r = 0; r < R; ++r)
-      if (pl[rows[r]] < C) po[r * C + pl[rows[r]]] = 1.f;
     Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}).to(dev));
-    Var focal = sigmoid_focal_loss(sel, onehot.to(dt).to(dev), cfg_.focal_gamma, cfg_.focal_alpha);
+    Var focal = sigmoid_focal_loss(sel, onehot_targets(rows, pl, C, dt, dev), cfg_.focal_gamma, cfg_.focal_alpha);
     loss_cls = normalised_sum(focal, rows, M, ref_norm, grouped, cfg_.loss_cls_weight, ref_denom);
   } else {
     loss_cls = sum(logits) * 0.0;

@@ -167,6 +167,17 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const std::vector<GtInst
   return loss(out, get_targets(sizes, gts, geo));
 }
 
+Tensor onehot_targets(const std::vector<int64_t>& rows, const int64_t* labels, int64_t C, DType dt, Device dev) {
+  const int64_t R = static_cast<int64_t>(rows.size());
+  std::vector<int64_t> hot;  // flat positions r·C + label of the rows with a foreground label
+  for (int64_t r = 0; r < R; ++r)
+    if (labels[rows[r]] >= 0 && labels[rows[r]] < C) hot.push_back(r * C + labels[rows[r]]);
+  Tensor t = Tensor::zeros({R * C}, dt, dev);
+  const int64_t H = static_cast<int64_t>(hot.size());
+  if (H > 0) t = ops::index_copy(t, 0, Tensor::from_vector(hot, Shape{H}).to(dev), Tensor::ones({H}, dt, dev));
+  return t.reshape({R, C});
+}
+
 LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) const {
   const int64_t C = cfg_.num_classes;
   Var logits = flatten_levels(out.cls_scores, C);  // [N*M, C]
@@ -201,14 +212,10 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
   for (int64_t i = 0; i < t.label_weights.numel(); ++i)
     if (pw[i] > 0) rows.push_back(i);
   const int64_t R = static_cast<int64_t>(rows.size());
-  Tensor onehot = Tensor::zeros({R, C}, DType::F32);
-  float* po = onehot.data<float>();
-  for (int64_t r = 0; r < R; ++r)
-    if (pl[rows[r]] < C) po[r * C + pl[rows[r]]] = 1.f;
   Var loss_cls;
   if (R > 0) {
     Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}).to(dev));
-    Var focal = sigmoid_focal_loss(sel, onehot.to(dt).to(dev), cfg_.focal_gamma, cfg_.focal_alpha);
+    Var focal = sigmoid_focal_loss(sel, onehot_targets(rows, pl, C, dt, dev), cfg_.focal_gamma, cfg_.focal_alpha);
     loss_cls = grouped ? sum(focal * row_weights(rows, cfg_.loss_cls_weight))
                        : sum(focal) * (cfg_.loss_cls_weight / denom);
   } else {

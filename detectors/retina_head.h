@@ -104,4 +104,9 @@ class RetinaHead : public Module {
   Conv2d* retina_reg_ = nullptr;
 };
 
+// Focal-loss targets [R, C] of dtype dt on `dev`: row r is one-hot at labels[rows[r]] (all zeros for a
+// background label outside [0, C)). Built where the logits are from the short list of foreground positions,
+// so a GPU run uploads only those, not the R·C matrix.
+Tensor onehot_targets(const std::vector<int64_t>& rows, const int64_t* labels, int64_t C, DType dt, Device dev);
+
 }  // namespace kdet

@@ -1,5 +1,6 @@
 #include "layers/norm.h"
 
+#include "engine/ops/elementwise.h"
 #include "engine/ops/norm.h"
 
 namespace kdet {
@@ -38,10 +39,8 @@ Var BatchNorm2d::forward(const Var& x) {
   KDET_CHECK(x.ndim() == 4 && x.size(1) == c_, "BatchNorm2d(", c_, "): expected input [N, ", c_,
              ", H, W], got ", x.data().desc());
   if (training()) {
-    // num_batches_tracked is an i64 scalar: count on the CPU copy.
-    Tensor n = nbt_->to(Device::cpu()).clone();
-    n.data<int64_t>()[0] += 1;
-    nbt_->copy_(n.to(nbt_->device()));
+    // num_batches_tracked (an i64 scalar) counts where it lives: no host round trip (a GPU sync per layer).
+    nbt_->copy_(ops::add_scalar(*nbt_, 1.0));
   }
   return batch_norm(x, *w_, *b_, *rm_, *rv_, training(), momentum_, eps_);
 }

@@ -290,10 +290,10 @@ TEST_CASE("det retinanet: end-to-end parity with the mmdet replica (features, lo
   RetinaNetTaps taps;
   LossList l = model.loss(b, &taps);
   for (int i = 0; i < 4; ++i)
-    check_close(taps.backbone[i].data(), f->at("c" + std::to_string(i)), 1e-4, 1e-5, "C" + std::to_string(i + 2));
+    check_close(taps.backbone[i].data(), f->at(std::string("c") + std::to_string(i)), 1e-4, 1e-5, std::string("C") + std::to_string(i + 2));
   for (int i = 0; i < 5; ++i) {
     const std::string s = std::to_string(i);
-    check_close(taps.neck[i].data(), f->at("p" + s), 1e-4, 1e-5, "P" + std::to_string(i + 3));
+    check_close(taps.neck[i].data(), f->at("p" + s), 1e-4, 1e-5, std::string("P") + std::to_string(i + 3));
     check_close(taps.head.cls_scores[i].data(), f->at("cls" + s), 1e-4, 1e-5, "cls " + s);
     check_close(taps.head.bbox_preds[i].data(), f->at("reg" + s), 1e-4, 1e-5, "reg " + s);
   }
@@ -388,7 +388,7 @@ TEST_CASE("det retinanet: save / load round trip gives identical detections; COC
   CHECK(mx > 64.0f);
   CHECK(mx <= 128.0f);
   data::Dataset ds;
-  for (int k = 0; k < 3; ++k) ds.categories.push_back({10 + k, "c" + std::to_string(k), ""});
+  for (int k = 0; k < 3; ++k) ds.categories.push_back({10 + k, std::string("c") + std::to_string(k), ""});
   ds.reindex();
   auto res = to_coco_results(ds, batch, da);
   CHECK(res.size() == static_cast<size_t>(da[0].size() + da[1].size()));

@@ -166,7 +166,7 @@ TEST_CASE("dcn: ResNet DCN at init equals the plain ResNet with the same weights
   Generator gx(4);
   Tensor x = rand_normal({1, 3, 64, 64}, gx);
   auto ya = a.forward(Var(x)), yb = b.forward(Var(x));
-  for (size_t i = 0; i < ya.size(); ++i) check_close(yb[i].data(), ya[i].data(), 1e-4, 1e-5, "C" + std::to_string(i + 2));
+  for (size_t i = 0; i < ya.size(); ++i) check_close(yb[i].data(), ya[i].data(), 1e-4, 1e-5, std::string("C") + std::to_string(i + 2));
   // Training: the offset convs get gradients (through d offset), the frozen stage none.
   b.train();
   auto ys = b.forward(Var(x));
