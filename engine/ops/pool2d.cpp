@@ -83,14 +83,14 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, int64_t k, in
   return {y, idx};
 }
 
-Tensor max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Shape& xs) {
+Tensor max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Shape& xs, int64_t k, int64_t s, int64_t p) {
   KDET_CHECK(gy.shape() == indices.shape() && gy.ndim() == 4, "max_pool2d_backward: grad ", gy.desc(),
              " vs indices ", indices.desc());
   if (!gy.device().is_cpu()) {
 #if KDET_CUDA
     if (gy.device().is_cuda()) {
-      Tensor gx = Tensor::zeros(xs, gy.dtype(), gy.device());
-      cuda::max_pool2d_backward(gy.contiguous(), indices.contiguous(), gx);
+      Tensor gx = Tensor::empty(xs, gy.dtype(), gy.device());  // every element written
+      cuda::max_pool2d_backward(gy.contiguous(), indices.contiguous(), k, s, p, gx);
       return gx;
     }
 #endif
@@ -204,8 +204,8 @@ Tensor avg_pool2d_backward(const Tensor& gy, const Shape& xs, int64_t k, int64_t
 
 Var max_pool2d(const Var& x, int64_t kernel, int64_t stride, int64_t pad, bool ceil_mode) {
   auto [y, idx] = ops::max_pool2d_with_indices(x.data(), kernel, stride, pad, ceil_mode);
-  return record("max_pool2d", y, {&x}, [idx = idx, xs = x.shape()](const Tensor& g, Grads& gr) {
-    gr.accumulate(0, ops::max_pool2d_backward(g, idx, xs));
+  return record("max_pool2d", y, {&x}, [idx = idx, xs = x.shape(), kernel, stride, pad](const Tensor& g, Grads& gr) {
+    gr.accumulate(0, ops::max_pool2d_backward(g, idx, xs, kernel, stride, pad));
   });
 }
 

@@ -16,7 +16,10 @@ namespace ops {
 // y and the flat argmax index into each H×W plane (i64, same shape as y).
 std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad,
                                                   bool ceil_mode = false);
-Tensor max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Shape& x_shape);
+// The forward's window (kernel, stride, pad) lets the GPU gather each input's gradient from the windows
+// covering it (one thread per input element, outputs in order: the CPU's sums, bit for bit).
+Tensor max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Shape& x_shape, int64_t kernel,
+                           int64_t stride, int64_t pad);
 Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad, bool count_include_pad = true,
                   bool ceil_mode = false);
 Tensor avg_pool2d_backward(const Tensor& gy, const Shape& x_shape, int64_t kernel, int64_t stride, int64_t pad,

@@ -35,16 +35,6 @@ __global__ void max_pool_fwd(int64_t n, int64_t H, int64_t W, int64_t Ho, int64_
   }
 }
 
-template <class T>
-__global__ void max_pool_bwd(int64_t planes, int64_t HW, int64_t P, const T* g, const int64_t* idx, T* gx) {
-  KDET_GRID_STRIDE(pl, planes) {
-    T* xp = gx + pl * HW;
-    for (int64_t i = 0; i < P; ++i) {
-      const int64_t j = idx[pl * P + i];
-      if (j >= 0 && j < HW) xp[j] += g[pl * P + i];
-    }
-  }
-}
 
 // Window of output (oh, ow) as in pool2d.cpp's avg_windows: clipped bounds and the divisor.
 struct AvgWin {
@@ -85,6 +75,27 @@ __device__ inline void covering(int64_t h, int64_t k, int64_t s, int64_t p, int6
   const int64_t a = h + p - k + 1;  // o*s >= a
   lo = a <= 0 ? 0 : (a + s - 1) / s;
   hi = dm::min((h + p) / s, O - 1);  // o*s <= h + p
+}
+
+// One thread per input element: the sum of g over the output windows that cover it and picked it, in output
+// order (row-major), which is the order of the CPU's per-plane scatter, so the sums are the same bit for bit.
+template <class T>
+__global__ void max_pool_bwd(int64_t n, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t k, int64_t s, int64_t p,
+                             const T* g, const int64_t* idx, T* gx) {
+  KDET_GRID_STRIDE(i, n) {
+    const int64_t w = i % W, h = (i / W) % H, pl = i / (W * H);
+    const T* gp = g + pl * Ho * Wo;
+    const int64_t* ip = idx + pl * Ho * Wo;
+    const int64_t j = h * W + w;
+    int64_t ohl, ohh, owl, owh;
+    covering(h, k, s, p, Ho, ohl, ohh);
+    covering(w, k, s, p, Wo, owl, owh);
+    T acc = 0;
+    for (int64_t oh = ohl; oh <= ohh; ++oh)
+      for (int64_t ow = owl; ow <= owh; ++ow)
+        if (ip[oh * Wo + ow] == j) acc += gp[oh * Wo + ow];
+    gx[i] = acc;
+  }
 }
 
 template <class T>
@@ -128,16 +139,16 @@ void max_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor
   check_launch(ctx, op);
 }
 
-void max_pool2d_backward(const Tensor& gy, const Tensor& idx, Tensor& gx) {
+void max_pool2d_backward(const Tensor& gy, const Tensor& idx, int64_t k, int64_t s, int64_t p, Tensor& gx) {
   const char* op = "max_pool2d_backward";
   check_nchw(op, {&gy, &idx, &gx});
   Context& ctx = activate(gy, op);
-  const int64_t planes = gy.size(0) * gy.size(1), P = gy.size(2) * gy.size(3), HW = gx.size(2) * gx.size(3);
-  if (planes == 0 || P == 0) return;
+  const int64_t n = gx.numel();
+  if (n == 0) return;
   dispatch_float(gy.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    max_pool_bwd<T><<<grid_for(planes, 64), 64, 0, ctx.stream()>>>(planes, HW, P, gy.data<T>(), idx.data<int64_t>(),
-                                                                   gx.data<T>());
+    max_pool_bwd<T><<<grid_for(n), kThreads, 0, ctx.stream()>>>(n, gx.size(2), gx.size(3), gy.size(2), gy.size(3), k, s,
+                                                                p, gy.data<T>(), idx.data<int64_t>(), gx.data<T>());
   });
   check_launch(ctx, op);
 }

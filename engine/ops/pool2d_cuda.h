@@ -9,7 +9,7 @@ namespace kdet::cuda {
 void max_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, Tensor& y, Tensor& idx);
 // gx (zero-filled [N, C, H, W]) += gy at idx: one thread per (n, c) plane adding its outputs in order
 // (overlapping windows may share an input, so this keeps the CPU's summation order without atomics).
-void max_pool2d_backward(const Tensor& gy, const Tensor& idx, Tensor& gx);
+void max_pool2d_backward(const Tensor& gy, const Tensor& idx, int64_t k, int64_t s, int64_t p, Tensor& gx);
 void avg_pool2d_forward(const Tensor& x, int64_t k, int64_t s, int64_t p, bool count_include_pad, Tensor& y);
 // One thread per input element gathering the outputs whose window covers it (row-major order).
 void avg_pool2d_backward(const Tensor& gy, int64_t k, int64_t s, int64_t p, bool count_include_pad, Tensor& gx);
