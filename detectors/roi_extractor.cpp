@@ -73,7 +73,7 @@ Var SingleRoIExtractor::forward(const std::vector<Var>& feats, const Tensor& roi
     a.sampling_ratio = cfg_.sampling_ratio;
     a.aligned = cfg_.aligned;
     Tensor sub = n == K ? rois : ops::index_select(rois, 0, Tensor::from_vector(members[l], Shape{n}));
-    parts.push_back(roi_align(feats[l], sub.to(dev), a));
+    parts.push_back(roi_align(feats[l], sub, a));  // host RoIs: RoIAlign computes its samples on the host
     order.insert(order.end(), members[l].begin(), members[l].end());
   }
   if (parts.size() == 1) return parts[0];  // one level: rows already in RoI order

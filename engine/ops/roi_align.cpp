@@ -220,8 +220,8 @@ namespace ops {
 Tensor roi_align(const Tensor& feat, const Tensor& rois, const RoIAlignArgs& a) {
   KDET_CHECK(feat.ndim() == 4, "roi_align: features must be [N, C, H, W], got ", feat.desc());
   check_args("roi_align", rois, feat.dtype(), a);
-  KDET_CHECK(feat.device() == rois.device(), "roi_align: features ", feat.desc(), " and rois ", rois.desc(),
-             " are on different devices");
+  KDET_CHECK(feat.device() == rois.device() || rois.device().is_cpu(), "roi_align: features ", feat.desc(),
+             " and rois ", rois.desc(), " are on different devices");
   if (!feat.device().is_cpu()) {
 #if KDET_CUDA
     if (feat.device().is_cuda()) return roi_align_cuda(feat, rois, a);
@@ -301,8 +301,8 @@ Tensor roi_align_backward(const Tensor& grad_out, const Tensor& rois, const Shap
   if (!grad_out.device().is_cpu()) {
 #if KDET_CUDA
     if (grad_out.device().is_cuda()) {
-      KDET_CHECK(rois.device() == grad_out.device(), "roi_align_backward: rois ", rois.desc(), " and grad ",
-                 grad_out.desc(), " are on different devices");
+      KDET_CHECK(rois.device() == grad_out.device() || rois.device().is_cpu(), "roi_align_backward: rois ",
+                 rois.desc(), " and grad ", grad_out.desc(), " are on different devices");
       return roi_align_backward_cuda(grad_out, rois, fs, a);
     }
 #endif

@@ -10,6 +10,8 @@
 //   Bilinear: 0 if y < -1 or y > H or x < -1 or x > W; else y, x clamped to >= 0; y_low = int(y),
 //   y_high = y_low + 1 unless y_low >= H-1 (then y_low = y_high = H-1, y = y_low); 4-corner weights.
 //   Output = Σ samples / count. Backward distributes grad/count to the same corners.
+//   rois live on the features' device or on the host: the sample geometry is computed on the host either way,
+//   so host RoIs (as the detectors make them) save a CUDA run an upload and a download.
 //
 // CPU: forward parallel over RoIs; backward parallel over (image, channel) planes, each plane visiting
 // its image's RoIs in input order — no atomics, bit-identical for any thread count.
