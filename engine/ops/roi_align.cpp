@@ -172,6 +172,51 @@ cuda::RoISamples upload_samples(const std::vector<RoIGeom<T>>& geo, Device d) {
           Tensor::from_vector(roi, Shape{K, 3}).to(d), Tensor::from_vector(cnt, Shape{K}).to(d)};
 }
 
+// The backward's gather map (roi_align_cuda.h): every (pixel, RoI, bin, corner weight) contribution in the
+// CPU scatter's order — images, their RoIs in input order, bins, samples, corners; a sample whose four
+// weights are all 0 (outside the map) is skipped, as on the CPU — then stably bucketed by pixel.
+template <class T>
+cuda::RoIBackwardMap backward_map(const std::vector<RoIGeom<T>>& geo, int64_t N, int64_t HW, int64_t PHW, Device d) {
+  const int64_t K = static_cast<int64_t>(geo.size());
+  std::vector<int64_t> pix, roi, bin;
+  std::vector<T> w, cnt(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) cnt[k] = geo[k].count;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const RoIGeom<T>& g = geo[k];
+      if (g.batch != n) continue;
+      const int64_t per_bin = PHW > 0 ? static_cast<int64_t>(g.samples.size()) / PHW : 0;
+      for (int64_t b = 0; b < PHW; ++b)
+        for (int64_t j = 0; j < per_bin; ++j) {
+          const Sample<T>& sm = g.samples[b * per_bin + j];
+          if (sm.w1 == T(0) && sm.w2 == T(0) && sm.w3 == T(0) && sm.w4 == T(0)) continue;
+          const int64_t ps[4] = {sm.p1, sm.p2, sm.p3, sm.p4};
+          const T ws[4] = {sm.w1, sm.w2, sm.w3, sm.w4};
+          for (int q = 0; q < 4; ++q) {
+            pix.push_back(n * HW + ps[q]);
+            roi.push_back(k);
+            bin.push_back(b);
+            w.push_back(ws[q]);
+          }
+        }
+    }
+  const int64_t E = static_cast<int64_t>(pix.size());
+  std::vector<int64_t> off(static_cast<size_t>(N * HW + 1), 0);  // counting sort by pixel (stable)
+  for (int64_t e = 0; e < E; ++e) ++off[pix[e] + 1];
+  for (int64_t i = 0; i < N * HW; ++i) off[i + 1] += off[i];
+  std::vector<int64_t> at(off.begin(), off.end() - 1), sroi(E), sbin(E);
+  std::vector<T> sw(E);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t t = at[pix[e]]++;
+    sroi[t] = roi[e];
+    sbin[t] = bin[e];
+    sw[t] = w[e];
+  }
+  return {Tensor::from_vector(off, Shape{N * HW + 1}).to(d), Tensor::from_vector(sroi, Shape{E}).to(d),
+          Tensor::from_vector(sbin, Shape{E}).to(d), Tensor::from_vector(sw, Shape{E}).to(d),
+          Tensor::from_vector(cnt, Shape{K}).to(d)};
+}
+
 Tensor roi_align_cuda(const Tensor& feat, const Tensor& rois, const RoIAlignArgs& a) {
   const int64_t N = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), K = rois.size(0);
   Tensor out = Tensor::zeros({K, C, a.out_h, a.out_w}, feat.dtype(), feat.device());
@@ -190,8 +235,8 @@ Tensor roi_align_cuda(const Tensor& feat, const Tensor& rois, const RoIAlignArgs
 
 Tensor roi_align_backward_cuda(const Tensor& grad_out, const Tensor& rois, const Shape& fs, const RoIAlignArgs& a) {
   const int64_t N = fs[0], C = fs[1], H = fs[2], W = fs[3], K = rois.size(0);
-  Tensor gx = Tensor::zeros(fs, grad_out.dtype(), grad_out.device());
-  if (K == 0 || N * C * H * W == 0) return gx;
+  if (K == 0 || N * C * H * W == 0) return Tensor::zeros(fs, grad_out.dtype(), grad_out.device());
+  Tensor gx = Tensor::empty(fs, grad_out.dtype(), grad_out.device());  // every element written
   KDET_CHECK(H * W < (int64_t{1} << 31), "roi_align_backward: feature map ", fs, " too large");
   const Tensor rh = rois.to(Device::cpu()).contiguous();
   dispatch_float(grad_out.dtype(), "roi_align_backward", [&](auto tag) {
@@ -199,15 +244,8 @@ Tensor roi_align_backward_cuda(const Tensor& grad_out, const Tensor& rois, const
     validate_batch_indices("roi_align_backward", rh.data<T>(), K, N);
     std::vector<RoIGeom<T>> geo;
     all_geometry(rh.data<T>(), K, H, W, a, geo);
-    std::vector<int64_t> order, ranges(static_cast<size_t>(N + 1), 0);  // RoIs grouped by image, input order
-    for (int64_t n = 0; n < N; ++n) {
-      for (int64_t k = 0; k < K; ++k)
-        if (geo[k].batch == n) order.push_back(k);
-      ranges[n + 1] = static_cast<int64_t>(order.size());
-    }
-    const Device d = grad_out.device();
-    cuda::roi_align_backward(grad_out.contiguous(), upload_samples(geo, d), Tensor::from_vector(order, Shape{K}).to(d),
-                             Tensor::from_vector(ranges, Shape{N + 1}).to(d), a.out_h * a.out_w, gx);
+    cuda::roi_align_backward(grad_out.contiguous(), backward_map(geo, N, H * W, a.out_h * a.out_w, grad_out.device()),
+                             a.out_h * a.out_w, gx);
   });
   return gx;
 }

@@ -26,28 +26,17 @@ __global__ void roi_fwd_kernel(int64_t n, int64_t C, int64_t PHW, int64_t HW, co
 }
 
 template <class T>
-__global__ void roi_bwd_kernel(int64_t planes, int64_t C, int64_t PHW, int64_t HW, const T* g, const int64_t* idx,
-                               const T* w, const int64_t* roi, const T* count, const int64_t* order,
-                               const int64_t* ranges, T* gx) {
-  KDET_GRID_STRIDE(pl, planes) {
-    const int64_t n = pl / C, c = pl % C;
-    T* gp = gx + pl * HW;
-    for (int64_t r = ranges[n]; r < ranges[n + 1]; ++r) {
-      const int64_t k = order[r];
-      const int64_t per_bin = roi[k * 3 + 2];
-      const T cnt = count[k];
-      const T* go = g + (k * C + c) * PHW;
-      int64_t i = roi[k * 3 + 1];
-      for (int64_t b = 0; b < PHW; ++b) {
-        const T gb = go[b];
-        for (int64_t j = 0; j < per_bin; ++j, ++i) {
-          const T* ww = w + i * 4;
-          if (ww[0] == T(0) && ww[1] == T(0) && ww[2] == T(0) && ww[3] == T(0)) continue;
-          const int64_t* p = idx + i * 4;
-          for (int q = 0; q < 4; ++q) gp[p[q]] += gb * ww[q] / cnt;
-        }
-      }
+__global__ void roi_bwd_kernel(int64_t n, int64_t C, int64_t PHW, int64_t HW, const T* g, const int64_t* off,
+                               const int64_t* roi, const int64_t* bin, const T* w, const T* count, T* gx) {
+  KDET_GRID_STRIDE(i, n) {
+    const int64_t p = i % HW, c = (i / HW) % C, img = i / (HW * C);
+    const int64_t e0 = off[img * HW + p], e1 = off[img * HW + p + 1];
+    T acc = 0;
+    for (int64_t e = e0; e < e1; ++e) {
+      const int64_t k = roi[e];
+      acc += g[(k * C + c) * PHW + bin[e]] * w[e] / count[k];
     }
+    gx[i] = acc;
   }
 }
 
@@ -69,18 +58,17 @@ void roi_align_forward(const Tensor& feat, const RoISamples& s, int64_t PHW, Ten
   check_launch(ctx, op);
 }
 
-void roi_align_backward(const Tensor& g, const RoISamples& s, const Tensor& order, const Tensor& ranges, int64_t PHW,
-                        Tensor& gx) {
+void roi_align_backward(const Tensor& g, const RoIBackwardMap& m, int64_t PHW, Tensor& gx) {
   const char* op = "roi_align_backward";
-  KDET_CHECK(g.is_contiguous() && gx.is_contiguous(), op, " (cuda): bad layout");
+  KDET_CHECK(g.is_contiguous() && gx.is_contiguous() && gx.ndim() == 4, op, " (cuda): bad layout");
   Context& ctx = activate(g, op);
-  const int64_t planes = gx.size(0) * gx.size(1), C = gx.size(1), HW = gx.size(2) * gx.size(3);
-  if (planes == 0) return;
+  const int64_t n = gx.numel(), C = gx.size(1), HW = gx.size(2) * gx.size(3);
+  if (n == 0) return;
   dispatch_float(g.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    roi_bwd_kernel<T><<<grid_for(planes, 64), 64, 0, ctx.stream()>>>(
-        planes, C, PHW, HW, g.data<T>(), s.idx.data<int64_t>(), s.w.data<T>(), s.roi.data<int64_t>(),
-        s.count.data<T>(), order.data<int64_t>(), ranges.data<int64_t>(), gx.data<T>());
+    roi_bwd_kernel<T><<<grid_for(n), kThreads, 0, ctx.stream()>>>(
+        n, C, PHW, HW, g.data<T>(), m.off.data<int64_t>(), m.roi.data<int64_t>(), m.bin.data<int64_t>(),
+        m.w.data<T>(), m.count.data<T>(), gx.data<T>());
   });
   check_launch(ctx, op);
 }

@@ -15,9 +15,15 @@ struct RoISamples {
 
 // out [K, C, PHW] (contiguous): one thread per output element, samples summed in the CPU's order.
 void roi_align_forward(const Tensor& feat, const RoISamples& s, int64_t PHW, Tensor& out);
-// gx [N, C, H, W] (zero-filled): one thread per (image, channel) plane adding the RoIs of its image in
-// the order given by order[ranges[n] .. ranges[n+1]) (input order), like the CPU: no atomics.
-void roi_align_backward(const Tensor& g, const RoISamples& s, const Tensor& order, const Tensor& ranges, int64_t PHW,
-                        Tensor& gx);
+// Backward as a gather, built on the host from the same samples: the contributions to pixel p of image n
+// are entries off[n·HW + p] .. off[n·HW + p + 1] (i64 [N·HW + 1]), each (RoI roi[e], bin bin[e], corner
+// weight w[e]) (i64, i64, feat's dtype [E]), listed in the order the CPU's scatter adds them (RoIs of the
+// image in input order, bins, samples, corners), and count [K] the RoIs' divisors.
+struct RoIBackwardMap {
+  Tensor off, roi, bin, w, count;
+};
+// gx [N, C, H, W]: one thread per element summing g[roi, c, bin] · w / count over its entries in order, the
+// CPU's sum bit for bit; no atomics.
+void roi_align_backward(const Tensor& g, const RoIBackwardMap& m, int64_t PHW, Tensor& gx);
 
 }  // namespace kdet::cuda
