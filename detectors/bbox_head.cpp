@@ -164,7 +164,7 @@ LossList Shared2FCBBoxHead::loss(const BBoxHeadOutputs& out, const BBoxTargets& 
     loss_bbox = sum(out.bbox_pred) * 0.0;
   } else {
     Var rows = cfg_.reg_class_agnostic ? out.bbox_pred : reshape(out.bbox_pred, {R * C, 4});
-    Var pred = index_select(rows, 0, Tensor::from_vector(sel, Shape{P}).to(dev));
+    Var pred = index_select(rows, 0, Tensor::from_vector(sel, Shape{P}));
     Tensor pi = Tensor::from_vector(pos, Shape{P});
     Tensor tgt = ops::index_select(t.bbox_targets, 0, pi).to(dt).to(dev);
     Tensor bw = ops::index_select(t.bbox_weights, 0, pi).to(dt).to(dev);

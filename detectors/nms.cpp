@@ -65,7 +65,7 @@ Tensor nms_cuda(const Tensor& boxes_in, const Tensor& scores_in, double iou_thr)
   std::iota(all.begin(), all.end(), 0);
   const std::vector<int64_t> order = sort_desc(s.data<float>(), all);
   const Tensor sorted =
-      ops::index_select(boxes_in.to(DType::F32), 0, Tensor::from_vector(order, Shape{n}).to(dev)).contiguous();
+      ops::index_select(boxes_in.to(DType::F32), 0, Tensor::from_vector(order, Shape{n})).contiguous();
   const int64_t words = (n + 63) / 64;
   Tensor mask = Tensor::empty({n, words}, DType::I64, dev);
   cuda::nms_mask(sorted, static_cast<float>(iou_thr), mask);

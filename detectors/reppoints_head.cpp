@@ -320,7 +320,7 @@ LossList RepPointsHead::loss(const RepPointsHeadOutputs& out, const RepPointsTar
   const int64_t R = static_cast<int64_t>(rows.size());
   Var loss_cls;
   if (R > 0) {
-    Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}).to(dev));
+    Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}));
     Var focal = sigmoid_focal_loss(sel, onehot_targets(rows, pl, C, dt, dev), cfg_.focal_gamma, cfg_.focal_alpha);
     loss_cls = normalised_sum(focal, rows, M, ref_norm, grouped, cfg_.loss_cls_weight, ref_denom);
   } else {
@@ -345,7 +345,7 @@ LossList RepPointsHead::loss(const RepPointsHeadOutputs& out, const RepPointsTar
       pn[i] = static_cast<double>(static_cast<float>(cfg_.point_base_scale) * q[2]);
       for (int64_t j = 0; j < P2; j += 2) pc[i * P2 + j] = q[1], pc[i * P2 + j + 1] = q[0];  // (y, x)
     }
-    Var off = index_select(all, 0, pos_inds.to(dev));
+    Var off = index_select(all, 0, pos_inds);
     Var abs_pts = off * Var(stride.to(dt).to(dev)) + Var(centre.to(dt).to(dev));
     Var nrm_v(nrm.to(dt).to(dev));
     Var pred = points2bbox(abs_pts, true) / nrm_v;

@@ -174,7 +174,7 @@ Tensor onehot_targets(const std::vector<int64_t>& rows, const int64_t* labels, i
     if (labels[rows[r]] >= 0 && labels[rows[r]] < C) hot.push_back(r * C + labels[rows[r]]);
   Tensor t = Tensor::zeros({R * C}, dt, dev);
   const int64_t H = static_cast<int64_t>(hot.size());
-  if (H > 0) t = ops::index_copy(t, 0, Tensor::from_vector(hot, Shape{H}).to(dev), Tensor::ones({H}, dt, dev));
+  if (H > 0) t = ops::index_copy(t, 0, Tensor::from_vector(hot, Shape{H}), Tensor::ones({H}, dt, dev));
   return t.reshape({R, C});
 }
 
@@ -214,7 +214,7 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
   const int64_t R = static_cast<int64_t>(rows.size());
   Var loss_cls;
   if (R > 0) {
-    Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}).to(dev));
+    Var sel = R == logits.size(0) ? logits : index_select(logits, 0, Tensor::from_vector(rows, Shape{R}));
     Var focal = sigmoid_focal_loss(sel, onehot_targets(rows, pl, C, dt, dev), cfg_.focal_gamma, cfg_.focal_alpha);
     loss_cls = grouped ? sum(focal * row_weights(rows, cfg_.loss_cls_weight))
                        : sum(focal) * (cfg_.loss_cls_weight / denom);
@@ -228,7 +228,7 @@ LossList RetinaHead::loss(const RetinaHeadOutputs& out, const DenseTargets& t) c
   if (P == 0) {
     loss_bbox = sum(reg) * 0.0;
   } else {
-    Var pos = index_select(reg, 0, t.pos_inds.to(dev));
+    Var pos = index_select(reg, 0, t.pos_inds);
     Var per;  // [P, 4] (L1) or [P] (GIoU)
     if (cfg_.reg_loss == RetinaHeadConfig::RegLoss::L1) {
       per = l1_loss(pos, t.pos_bbox_targets.to(dt).to(dev));

@@ -79,7 +79,7 @@ Var SingleRoIExtractor::forward(const std::vector<Var>& feats, const Tensor& roi
   if (parts.size() == 1) return parts[0];  // one level: rows already in RoI order
   std::vector<int64_t> inv(K);
   for (int64_t j = 0; j < K; ++j) inv[order[j]] = j;
-  return index_select(concat(parts, 0), 0, Tensor::from_vector(inv, Shape{K}).to(dev));
+  return index_select(concat(parts, 0), 0, Tensor::from_vector(inv, Shape{K}));
 }
 
 }  // namespace kdet

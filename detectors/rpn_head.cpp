@@ -150,7 +150,7 @@ LossList RPNHead::loss(const DenseHeadOutputs& out, const DenseTargets& t) const
   if (R > 0) {
     Tensor target = Tensor::empty({R, 1}, DType::F32);
     for (int64_t r = 0; r < R; ++r) target.data<float>()[r] = pl[rows[r]] == 0 ? 1.f : 0.f;
-    Var sel = index_select(logits, 0, Tensor::from_vector(rows, Shape{R}).to(dev));
+    Var sel = index_select(logits, 0, Tensor::from_vector(rows, Shape{R}));
     loss_cls = normalised_sum(binary_cross_entropy_with_logits(sel, target.to(dt).to(dev)), rows, M, norms,
                               cfg_.loss_cls_weight);
   } else {
@@ -162,7 +162,7 @@ LossList RPNHead::loss(const DenseHeadOutputs& out, const DenseTargets& t) const
   if (P == 0) {
     loss_bbox = sum(reg) * 0.0;
   } else {
-    Var pos = index_select(reg, 0, t.pos_inds.to(dev));
+    Var pos = index_select(reg, 0, t.pos_inds);
     Tensor tgt = t.pos_bbox_targets.to(dt).to(dev);
     Var per = cfg_.smooth_l1_beta > 0 ? smooth_l1_loss(pos, tgt, cfg_.smooth_l1_beta) : l1_loss(pos, tgt);
     loss_bbox = normalised_sum(per, t.pos_inds.to_vector<int64_t>(), M, norms, cfg_.loss_bbox_weight);

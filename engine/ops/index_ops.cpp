@@ -24,7 +24,9 @@ inline int64_t wrap(int64_t v, int64_t n) { return v < 0 ? v + n : v; }
 Tensor checked_index(const char* op, const Tensor& idx, int64_t n, const Tensor& x, int dim, Tensor* host = nullptr) {
   KDET_CHECK(idx.defined(), op, ": undefined index tensor");
   KDET_CHECK(idx.dtype() == DType::I64, op, ": index must be i64, got ", idx.desc());
-  KDET_CHECK(idx.device() == x.device(), op, ": index on ", idx.device(), " but input ", x.desc());
+  // A host index for a device input is checked here and uploaded: no download of a device index (a sync).
+  KDET_CHECK(idx.device() == x.device() || idx.device().is_cpu(), op, ": index on ", idx.device(), " but input ",
+             x.desc());
   Tensor ic = idx.contiguous();
   const Tensor hc = ic.device().is_cpu() ? ic : ic.to(Device::cpu());
   const int64_t* p = hc.data<int64_t>();
@@ -32,7 +34,7 @@ Tensor checked_index(const char* op, const Tensor& idx, int64_t n, const Tensor&
     KDET_CHECK(p[k] >= -n && p[k] < n, op, ": index ", p[k], " (at position ", k, ") out of range for dim ", dim,
                " of ", x.desc());
   if (host) *host = hc;
-  return ic;
+  return ic.device() == x.device() ? ic : ic.to(x.device());
 }
 
 // True when the (checked) host indices name distinct positions of an extent n.

@@ -7,7 +7,8 @@
 //                                  idx.shape <= src.shape elementwise (only idx's extent of src is read)
 //   index_add(base, dim, idx[K], src) out = base; out[.., idx[k], ..] += src[.., k, ..]
 //   masked_select_rows(x, mask[N]) rows of x [N, ...] where mask (bool) is true
-// Indices may be negative (counted from the end) and are bounds-checked with the op named.
+// Indices may be negative (counted from the end) and are bounds-checked with the op named. The index may
+// be on the input's device or on the host (checked there, then uploaded: cheaper for a GPU input).
 // Accumulating ops add duplicates in index order (serial per output slab), so they are deterministic.
 #pragma once
 #include "engine/autograd.h"

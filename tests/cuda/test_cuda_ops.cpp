@@ -543,6 +543,13 @@ TEST_CASE("[cuda] index ops: index_select, index_add (unique and repeated), inde
   compare_op("masked_select_rows", [&](const V& v) { return masked_select_rows(v[0], mask.to(v[0].device())); }, {x});
   CHECK_THROWS_WITH_AS(ops::index_select(x.to(kGpu), 0, Tensor::from_vector(std::vector<int64_t>{6}, {1}).to(kGpu)),
                        doctest::Contains("index 6 (at position 0) out of range"), Error);
+  // Host indices for device inputs (checked on the host, then uploaded), as the detectors pass them.
+  compare_op("index_select with a host index", [&](const V& v) { return index_select(v[0], 0, idx); }, {x});
+  compare_op("gather with a host index", [&](const V& v) { return gather(v[0], 1, gidx); }, {x});
+  check_equal(ops::index_copy(base_i.to(kGpu), 0, uniq, src_i.to(kGpu)), ops::index_copy(base_i, 0, uniq, src_i),
+              "index_copy with a host index");
+  CHECK_THROWS_WITH_AS(ops::index_select(x.to(kGpu), 0, Tensor::from_vector(std::vector<int64_t>{-7}, {1})),
+                       doctest::Contains("index -7 (at position 0) out of range"), Error);
 }
 
 TEST_CASE("[cuda] fused detection losses: focal, smooth L1, L1, GIoU / IoU, CE, BCE with gradients") {
