@@ -274,3 +274,51 @@ $(BUILD)/kdet_tests_ci: $(SAN_CI_TEST:%.cpp=$(BUILD)/obj/%.o) $(SAN_CI_LIB:%.cpp
 	@$(CXX) $^ $(LDFLAGS) $(LDLIBS) -o $@
 
 -include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BINS:$(FUZZ_BUILD)/fuzz_%=$(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.d)
+
+# ---- CUDA EMULATION on the CPU (make cuda-emu-test; not part of `make test`) -----------------------------
+# Runs the [cuda] tests without a GPU: the backend's .cu/.cuh files, with each kernel launch rewritten into a
+# plain call (tools/cuda_emu/rewrite.py, into $(BUILD)/cuda-emu/src; the real sources are untouched), are
+# compiled by g++ against the shim headers of tools/cuda_emu/include (CUDA runtime, cuBLAS, cuDNN, cub) and
+# run on the CPU: blocks in order, the threads of a block as fibers that switch at __syncthreads. The
+# dispatch .cpp files are recompiled with KDET_CUDA=1 like in cuda-build-check; every other object comes from
+# $(BUILD). This validates the kernels' index math, barrier structure and host logic and the library calls
+# as modelled; it says nothing about GPU timing, real cuDNN/cuBLAS numerics or races (see the shim headers).
+CUDA_EMU_BUILD := $(BUILD)/cuda-emu
+CUDA_EMU_ARGS ?= -tc='[cuda]*'
+.PHONY: cuda-emu-test
+cuda-emu-test: $(BUILD)/kdet_tests
+	@echo "== CUDA EMULATION on the CPU: building $(CUDA_EMU_BUILD)/kdet_tests_cudaemu (not a GPU run)"
+	@t0=$$(date +%s); $(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j$(NPROC)) \
+	   BUILD=$(CUDA_EMU_BUILD) CUDA=0 CUDA_EMU=1 CUDA_EMU_CPU_OBJ=$(BUILD) $(CUDA_EMU_BUILD)/kdet_tests_cudaemu \
+	   $(CUDA_EMU_BUILD)/cuda_emu_selftest || exit 1; \
+	 echo "== CUDA EMULATION: built in $$(( $$(date +%s) - t0 )) s"
+	@$(CUDA_EMU_BUILD)/cuda_emu_selftest
+	@echo "== CUDA EMULATION on the CPU: the [cuda] tests run their kernels on emulated threads (logic only: no GPU timing, numerics or races)"
+	@t0=$$(date +%s); OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} \
+	 $(CUDA_EMU_BUILD)/kdet_tests_cudaemu $(CUDA_EMU_ARGS) || exit 1; echo "== CUDA EMULATION: ran in $$(( $$(date +%s) - t0 )) s"
+
+ifeq ($(CUDA_EMU),1)  # the sub-make of cuda-emu-test (BUILD = $(CUDA_EMU_BUILD))
+CXXFLAGS := -Itools/cuda_emu/include $(filter-out -DKDET_CUDA=%,$(CXXFLAGS)) -DKDET_CUDA=1
+CUDA_EMU_HDR := $(wildcard engine/cuda/*.cuh)
+CUDA_EMU_DISPATCH := $(shell grep -l KDET_CUDA $(LIB_SRC) $(TEST_SRC) $(TOOL_SRC) 2>/dev/null)
+CUDA_EMU_RT := $(BUILD)/obj/tools/cuda_emu/emu_runtime.o $(BUILD)/obj/tools/cuda_emu/emu_libs.o
+CUDA_EMU_OBJ := $(foreach s,$(LIB_SRC) $(TEST_SRC) $(filter-out tools/kdet.cpp,$(TOOL_SRC)),$(if $(filter $(s),$(CUDA_EMU_DISPATCH)),$(BUILD)/obj/$(s:.cpp=.o),$(CUDA_EMU_CPU_OBJ)/obj/$(s:.cpp=.o))) \
+                $(CUDA_BACKEND_SRC:%.cu=$(BUILD)/obj/%.cuemu.o) $(CUDA_EMU_RT)
+$(BUILD)/src/%.cu.cpp: %.cu tools/cuda_emu/rewrite.py
+	@mkdir -p $(dir $@)
+	@$(PYTHON) tools/cuda_emu/rewrite.py $< $@
+$(BUILD)/src/%.cuh: %.cuh tools/cuda_emu/rewrite.py
+	@mkdir -p $(dir $@)
+	@$(PYTHON) tools/cuda_emu/rewrite.py $< $@
+$(BUILD)/obj/%.cuemu.o: $(BUILD)/src/%.cu.cpp | $(CUDA_EMU_HDR:%=$(BUILD)/src/%) $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "  CXX  $*.cu (CUDA emulation)"
+	@$(CXX) -I$(BUILD)/src $(CXXFLAGS) -Wno-unknown-pragmas -c $< -o $@
+$(BUILD)/kdet_tests_cudaemu: $(CUDA_EMU_OBJ)
+	@echo "  LINK $@ (CUDA emulation)"
+	@$(CXX) $^ $(LDFLAGS) -o $@
+$(BUILD)/cuda_emu_selftest: $(BUILD)/obj/tools/cuda_emu/selftest.cuemu.o $(CUDA_EMU_RT)
+	@$(CXX) $^ $(LDFLAGS) -o $@
+.SECONDARY: $(CUDA_BACKEND_SRC:%=$(BUILD)/src/%.cpp) $(CUDA_EMU_HDR:%=$(BUILD)/src/%) $(BUILD)/src/tools/cuda_emu/selftest.cu.cpp
+-include $(patsubst %.o,%.d,$(filter $(BUILD)/%,$(CUDA_EMU_OBJ) $(BUILD)/obj/tools/cuda_emu/selftest.cuemu.o))
+endif
