@@ -518,7 +518,8 @@ TEST_CASE("[cuda] index ops: index_select, index_add (unique and repeated), inde
   const Tensor uniq = Tensor::from_vector(std::vector<int64_t>{3, 0, 5}, {3});
   compare_op("index_select dim 0 (repeats: index_add backward)",
              [&](const V& v) { return index_select(v[0], 0, idx.to(v[0].device())); }, {x});
-  compare_op("index_select dim 1", [&](const V& v) { return index_select(v[0], 1, uniq.to(v[0].device())); }, {x});
+  const Tensor uniq1 = Tensor::from_vector(std::vector<int64_t>{3, 0, 4}, {3});  // dim 1 has 5 entries
+  compare_op("index_select dim 1", [&](const V& v) { return index_select(v[0], 1, uniq1.to(v[0].device())); }, {x});
   compare_op("index_add unique", [&](const V& v) { return index_add(v[0], 0, uniq.to(v[0].device()), v[1]); },
              {x, rndf({3, 5, 3}, 152)});
   compare_op("index_add repeats", [&](const V& v) { return index_add(v[0], 0, idx.to(v[0].device()), v[1]); },
