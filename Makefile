@@ -283,6 +283,8 @@ $(BUILD)/kdet_tests_ci: $(SAN_CI_TEST:%.cpp=$(BUILD)/obj/%.o) $(SAN_CI_LIB:%.cpp
 # dispatch .cpp files are recompiled with KDET_CUDA=1 like in cuda-build-check; every other object comes from
 # $(BUILD). This validates the kernels' index math, barrier structure and host logic and the library calls
 # as modelled; it says nothing about GPU timing, real cuDNN/cuBLAS numerics or races (see the shim headers).
+# KDET_CUDA_EMU_ORDER=reverse runs blocks and threads in reverse order (an order-dependent result is a race
+# on a GPU); KDET_CUDA_EMU_STATS=1 lists the launches per kernel at exit. CUDA_EMU_ARGS: the doctest filter.
 CUDA_EMU_BUILD := $(BUILD)/cuda-emu
 CUDA_EMU_ARGS ?= -tc='[cuda]*'
 .PHONY: cuda-emu-test

@@ -160,12 +160,24 @@ struct Exec {
   std::vector<Fiber> fibers;
   void* sched_sp = nullptr;
   int cur = -1;
-  bool direct = false;  // threads run on the host stack (after thread 0 showed no barrier)
+  bool direct = false;  // threads run on the host stack (after the first thread run showed no barrier)
+  int first = 0;        // that thread
   Body body{};
 };
 
 Exec g_exec;  // used under g_launch_mu only
 std::mutex g_launch_mu;
+
+// KDET_CUDA_EMU_ORDER=reverse runs the blocks of a grid and the threads of a block in reverse order: a
+// kernel whose result depends on the order (one thread reading what another writes between two barriers)
+// has a data race on a GPU, and then gives different results in the two orders.
+bool reverse_order() {
+  static const bool r = [] {
+    const char* e = std::getenv("KDET_CUDA_EMU_ORDER");
+    return e && std::strcmp(e, "reverse") == 0;
+  }();
+  return r;
+}
 
 // Launch statistics (under g_launch_mu), printed at exit: one line, or per kernel with KDET_CUDA_EMU_STATS=1.
 struct KernelStats {
@@ -180,9 +192,9 @@ void print_stats() {
     t.launches += k.launches, t.blocks += k.blocks, t.threads += k.threads, t.barrier_blocks += k.barrier_blocks;
   }
   std::fprintf(stderr,
-               "CUDA EMULATION: %llu kernel launches of %zu kernels (%llu blocks, %llu threads; %llu blocks ran "
+               "CUDA EMULATION%s: %llu kernel launches of %zu kernels (%llu blocks, %llu threads; %llu blocks ran "
                "their threads as fibers through __syncthreads)\n",
-               (unsigned long long)t.launches, g_stats->size(), (unsigned long long)t.blocks,
+               reverse_order() ? " (reverse order)" : "", (unsigned long long)t.launches, g_stats->size(), (unsigned long long)t.blocks,
                (unsigned long long)t.threads, (unsigned long long)t.barrier_blocks);
   const char* env = std::getenv("KDET_CUDA_EMU_STATS");
   if (env && env[0] && std::strcmp(env, "0") != 0)
@@ -236,26 +248,40 @@ void resume(int t, dim3 b) {
   kdet_emu_switch(&g_exec.sched_sp, f.sp);
 }
 
+// KDET_CUDA_EMU_MAX_GRID=n launches at most n blocks along x (a stress mode: engine/cuda/launch.cuh says every
+// kernel loops grid-stride, so its result must not depend on the grid size; this checks that claim).
+unsigned max_grid_x() {
+  static const unsigned m = [] {
+    const char* e = std::getenv("KDET_CUDA_EMU_MAX_GRID");
+    const long v = e ? std::strtol(e, nullptr, 10) : 0;
+    return v > 0 ? static_cast<unsigned>(v) : 0u;
+  }();
+  return m;
+}
+
 // Runs one block; throws Divergence on a barrier not reached by every thread. Returns whether the block
 // synchronised (ran as fibers).
 bool run_block(int nthreads, dim3 b) {
   if (static_cast<int>(g_exec.fibers.size()) < nthreads) g_exec.fibers.resize(nthreads);
-  start_fiber(0);
-  resume(0, b);
-  Fiber& f0 = g_exec.fibers[0];
-  if (f0.done) {  // no barrier: the rest run plainly
+  const bool rev = reverse_order();
+  auto ord = [&](int i) { return rev ? nthreads - 1 - i : i; };  // i-th thread to run
+  const int first = ord(0);
+  start_fiber(first);
+  resume(first, b);
+  if (g_exec.fibers[first].done) {  // no barrier: the rest run plainly
     g_exec.direct = true;
-    for (int t = 1; t < nthreads; ++t) {
-      g_exec.cur = t;
-      set_thread(t, b);
+    g_exec.first = first;
+    for (int i = 1; i < nthreads; ++i) {
+      g_exec.cur = ord(i);
+      set_thread(g_exec.cur, b);
       g_exec.body.run(g_exec.body.self);
     }
     g_exec.direct = false;
     return false;
   }
-  for (int t = 1; t < nthreads; ++t) {
-    start_fiber(t);
-    resume(t, b);
+  for (int i = 1; i < nthreads; ++i) {
+    start_fiber(ord(i));
+    resume(ord(i), b);
   }
   for (;;) {
     int live = -1, exited = -1;
@@ -276,7 +302,7 @@ bool run_block(int nthreads, dim3 b) {
       throw Divergence("divergent __syncthreads: thread " + std::to_string(exited) +
                        " exited while thread " + std::to_string(live) + " waits at its barrier #" +
                        std::to_string(g_exec.fibers[live].barriers));
-    for (int t = 0; t < nthreads; ++t) resume(t, b);
+    for (int i = 0; i < nthreads; ++i) resume(ord(i), b);
   }
 }
 
@@ -288,8 +314,8 @@ void syncthreads() {
     std::abort();
   }
   if (g_exec.direct)
-    throw Divergence("divergent __syncthreads: thread 0 finished without one, thread " +
-                     std::to_string(g_exec.cur) + " reached one");
+    throw Divergence("divergent __syncthreads: thread " + std::to_string(g_exec.first) +
+                     " finished without one, thread " + std::to_string(g_exec.cur) + " reached one");
   Fiber& f = g_exec.fibers[g_exec.cur];
   ++f.barriers;
   f.waiting = true;
@@ -307,6 +333,7 @@ cudaError_t run_grid(const char* kernel, dim3 grid, dim3 block, size_t smem, Bod
                   grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
     return set_error(cudaErrorInvalidConfiguration, std::string("kernel ") + kernel + ": " + buf);
   }
+  if (max_grid_x() && grid.x > max_grid_x()) grid.x = max_grid_x();
   std::lock_guard<std::mutex> lk(g_launch_mu);
   if (!g_stats) {
     g_stats = new std::map<std::string, KernelStats>();  // never destroyed: printed at exit
@@ -318,14 +345,15 @@ cudaError_t run_grid(const char* kernel, dim3 grid, dim3 block, size_t smem, Bod
   gridDim = grid;
   blockDim = block;
   try {
-    for (unsigned z = 0; z < grid.z; ++z)
-      for (unsigned y = 0; y < grid.y; ++y)
-        for (unsigned x = 0; x < grid.x; ++x) {
-          blockIdx = uint3{x, y, z};
-          st.barrier_blocks += run_block(static_cast<int>(nt), block);
-          st.blocks++;
-          st.threads += nt;
-        }
+    const uint64_t nb = uint64_t(grid.x) * grid.y * grid.z;
+    for (uint64_t i = 0; i < nb; ++i) {
+      const uint64_t lin = reverse_order() ? nb - 1 - i : i;
+      blockIdx = uint3{static_cast<unsigned>(lin % grid.x), static_cast<unsigned>(lin / grid.x % grid.y),
+                       static_cast<unsigned>(lin / (uint64_t(grid.x) * grid.y))};
+      st.barrier_blocks += run_block(static_cast<int>(nt), block);
+      st.blocks++;
+      st.threads += nt;
+    }
   } catch (const Divergence& e) {
     g_exec.cur = -1;
     g_exec.direct = false;

@@ -136,48 +136,28 @@ __attribute__((always_inline)) inline void __syncthreads() {
 }
 
 // Threads of a block never run at the same time here, so the atomics are plain read-modify-writes.
-template <class T>
-inline T atomicAdd(T* p, T v) {
+namespace kdet_emu {
+template <class T, class F>
+inline T rmw(T* p, F f) {
   const T old = *p;
-  *p = old + v;
+  *p = f(old);
   return old;
 }
+}  // namespace kdet_emu
 template <class T>
-inline T atomicOr(T* p, T v) {
-  const T old = *p;
-  *p = old | v;
-  return old;
-}
+inline T atomicAdd(T* p, T v) { return kdet_emu::rmw(p, [v](T o) { return o + v; }); }
 template <class T>
-inline T atomicAnd(T* p, T v) {
-  const T old = *p;
-  *p = old & v;
-  return old;
-}
+inline T atomicOr(T* p, T v) { return kdet_emu::rmw(p, [v](T o) { return o | v; }); }
 template <class T>
-inline T atomicMax(T* p, T v) {
-  const T old = *p;
-  if (old < v) *p = v;
-  return old;
-}
+inline T atomicAnd(T* p, T v) { return kdet_emu::rmw(p, [v](T o) { return o & v; }); }
 template <class T>
-inline T atomicMin(T* p, T v) {
-  const T old = *p;
-  if (v < old) *p = v;
-  return old;
-}
+inline T atomicMax(T* p, T v) { return kdet_emu::rmw(p, [v](T o) { return o < v ? v : o; }); }
 template <class T>
-inline T atomicExch(T* p, T v) {
-  const T old = *p;
-  *p = v;
-  return old;
-}
+inline T atomicMin(T* p, T v) { return kdet_emu::rmw(p, [v](T o) { return v < o ? v : o; }); }
 template <class T>
-inline T atomicCAS(T* p, T cmp, T v) {
-  const T old = *p;
-  if (old == cmp) *p = v;
-  return old;
-}
+inline T atomicExch(T* p, T v) { return kdet_emu::rmw(p, [v](T) { return v; }); }
+template <class T>
+inline T atomicCAS(T* p, T cmp, T v) { return kdet_emu::rmw(p, [cmp, v](T o) { return o == cmp ? v : o; }); }
 
 namespace kdet_emu {
 template <class To, class From>
