@@ -303,7 +303,7 @@ ifeq ($(CUDA_EMU),1)  # the sub-make of cuda-emu-test (BUILD = $(CUDA_EMU_BUILD)
 CXXFLAGS := -Itools/cuda_emu/include $(filter-out -DKDET_CUDA=%,$(CXXFLAGS)) -DKDET_CUDA=1
 CUDA_EMU_HDR := $(wildcard engine/cuda/*.cuh)
 CUDA_EMU_DISPATCH := $(shell grep -l KDET_CUDA $(LIB_SRC) $(TEST_SRC) $(TOOL_SRC) 2>/dev/null)
-CUDA_EMU_RT := $(BUILD)/obj/tools/cuda_emu/emu_runtime.o $(BUILD)/obj/tools/cuda_emu/emu_libs.o
+CUDA_EMU_RT := $(addprefix $(BUILD)/obj/tools/cuda_emu/,emu_runtime.o emu_memory.o emu_libs.o)
 CUDA_EMU_OBJ := $(foreach s,$(LIB_SRC) $(TEST_SRC) $(filter-out tools/kdet.cpp,$(TOOL_SRC)),$(if $(filter $(s),$(CUDA_EMU_DISPATCH)),$(BUILD)/obj/$(s:.cpp=.o),$(CUDA_EMU_CPU_OBJ)/obj/$(s:.cpp=.o))) \
                 $(CUDA_BACKEND_SRC:%.cu=$(BUILD)/obj/%.cuemu.o) $(CUDA_EMU_RT)
 $(BUILD)/src/%.cu.cpp: %.cu tools/cuda_emu/rewrite.py

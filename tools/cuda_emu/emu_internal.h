@@ -8,6 +8,11 @@
 namespace kdet_emu {
 
 enum class Space { Host, Device, Pinned };
+// Device blocks (an inaccessible-to-host arena, filled with 0xff) and pinned host blocks (emu_memory.cpp).
+void* device_alloc(size_t n);
+bool device_free(void* p);
+void* pinned_alloc(size_t n);
+bool pinned_free(void* p);
 // Where [p, p + n) lies: inside one cudaMalloc block, one cudaHostAlloc block, or neither (host).
 Space space_of(const void* p, size_t n);
 // [p, p + n) lies inside one device allocation (true for n == 0).

@@ -103,6 +103,7 @@ cublasStatus_t gemm(const char* call, cublasHandle_t h, cublasOperation_t ta, cu
       return CUBLAS_STATUS_EXECUTION_FAILED;
     }
   const double al = *alpha, be = *beta;
+  kdet_emu::DeviceScope device;
   std::vector<double> acc(m);
   for (int b = 0; b < batch; ++b) {
     const T* a = A + b * sa;
@@ -388,6 +389,7 @@ void conv_bwd_filter(const Geo& g, double alpha, const T* x, const T* dy, double
 
 // Runs a pass on the descriptors' data type.
 void run_pass(Pass p, const Geo& g, double alpha, const void* in0, const void* in1, double beta, void* out) {
+  kdet_emu::DeviceScope device;
   auto go = [&](auto tag) {
     using T = decltype(tag);
     const T* a = static_cast<const T*>(in0);

@@ -58,59 +58,6 @@ void fail_launch(const char* kernel, const char* why) {
   set_error(cudaErrorLaunchFailure, std::string("kernel ") + kernel + ": " + why);
 }
 
-// ---- memory registry -----------------------------------------------------------------------------------
-
-namespace {
-struct Alloc {
-  size_t size;
-  bool pinned;
-};
-std::mutex g_mem_mu;
-std::map<const char*, Alloc> g_allocs;  // base -> allocation
-
-// The allocation holding [p, p + n) (n may be 0: p may then be one past the end), or null.
-const Alloc* find_alloc(const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  auto it = g_allocs.upper_bound(c);
-  if (it == g_allocs.begin()) return nullptr;
-  --it;
-  if (c + n > it->first + it->second.size || c < it->first) return nullptr;
-  return &it->second;
-}
-
-void* alloc_tracked(size_t n, bool pinned) {
-  const size_t sz = (std::max<size_t>(n, 1) + 255) / 256 * 256;
-  void* p = std::aligned_alloc(256, sz);
-  if (!p) return nullptr;
-  // cudaMalloc memory is uninitialised: NaN / -1 bytes make a kernel that relies on zeros visible.
-  if (!pinned) std::memset(p, 0xff, sz);
-  std::lock_guard<std::mutex> lk(g_mem_mu);
-  g_allocs[static_cast<const char*>(p)] = Alloc{n, pinned};
-  return p;
-}
-
-bool free_tracked(void* p, bool pinned) {
-  if (!p) return true;
-  std::lock_guard<std::mutex> lk(g_mem_mu);
-  auto it = g_allocs.find(static_cast<const char*>(p));
-  if (it == g_allocs.end() || it->second.pinned != pinned) return false;
-  g_allocs.erase(it);
-  std::free(p);
-  return true;
-}
-}  // namespace
-
-Space space_of(const void* p, size_t n) {
-  std::lock_guard<std::mutex> lk(g_mem_mu);
-  const Alloc* a = find_alloc(p, n);
-  if (!a) return Space::Host;
-  return a->pinned ? Space::Pinned : Space::Device;
-}
-
-bool device_accessible(const void* p) { return space_of(p, 0) != Space::Host; }
-
-bool device_range(const void* p, size_t n) { return n == 0 || space_of(p, n) == Space::Device; }
-
 // ---- fibers (x86-64 System V) ----------------------------------------------------------------------------
 
 #if !defined(__x86_64__)
@@ -341,6 +288,7 @@ cudaError_t run_grid(const char* kernel, dim3 grid, dim3 block, size_t smem, Bod
   }
   KernelStats& st = (*g_stats)[kernel];
   st.launches++;
+  DeviceScope device;
   g_exec.body = body;
   gridDim = grid;
   blockDim = block;
@@ -394,6 +342,7 @@ cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cons
   if (!ok)
     return set_error(cudaErrorInvalidValue, std::string(call) + ": copy kind " + std::to_string(kind) +
                                                 " does not match the pointers (or a device range is out of bounds)");
+  DeviceScope device;
   std::memmove(dst, src, n);
   return cudaSuccess;
 }
@@ -472,18 +421,18 @@ const char* cudaGetErrorString(cudaError_t e) {
 cudaError_t cudaMalloc(void** p, size_t n) {
   if (!p) return set_error(cudaErrorInvalidValue, "cudaMalloc: null");
   if (n > (size_t(16) << 30)) return cudaErrorMemoryAllocation;  // more than the emulated device has
-  *p = alloc_tracked(n, false);
+  *p = device_alloc(n);
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFree(void* p) {
-  return free_tracked(p, false) ? cudaSuccess : set_error(cudaErrorInvalidValue, "cudaFree: not a device pointer");
+  return device_free(p) ? cudaSuccess : set_error(cudaErrorInvalidValue, "cudaFree: not a device pointer");
 }
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) {
-  *p = alloc_tracked(n, true);
+  *p = pinned_alloc(n);
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFreeHost(void* p) {
-  return free_tracked(p, true) ? cudaSuccess : set_error(cudaErrorInvalidValue, "cudaFreeHost: not pinned memory");
+  return pinned_free(p) ? cudaSuccess : set_error(cudaErrorInvalidValue, "cudaFreeHost: not pinned memory");
 }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   *free_bytes = *total_bytes = size_t(16) << 30;
@@ -502,6 +451,7 @@ cudaError_t cudaMemcpyPeerAsync(void* dst, int dd, const void* src, int sd, size
 }
 cudaError_t cudaMemset(void* p, int v, size_t n) {
   if (!device_range(p, n)) return set_error(cudaErrorInvalidValue, "cudaMemset: not a device range");
+  DeviceScope device;
   std::memset(p, v, n);
   return cudaSuccess;
 }

@@ -7,6 +7,10 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cub/device/device_radix_sort.cuh>
 #include <cstdint>
@@ -99,6 +103,17 @@ int main() {
   EXPECT(cudaGetLastError() == cudaErrorInvalidConfiguration);
   EXPECT(cudaMemcpy(dx, h.data(), 16, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);  // wrong direction
   (void)cudaGetLastError();
+  // Host code reading device memory faults, as next to a GPU.
+  const pid_t child = fork();
+  if (child == 0) {
+    std::freopen("/dev/null", "w", stderr);
+    volatile float v = dx[0];
+    (void)v;
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
 
   // cuBLAS: column-major C (2x3) = A^T (2x4) B (4x3) with lda = 4, against a hand loop; a bad ldb.
   cublasHandle_t hb = nullptr;

@@ -10,7 +10,8 @@
 // Model: one device ("cuda:0"); every stream is the null stream and every call completes before it
 // returns (so events and stream syncs are no-ops). Device memory comes from cudaMalloc and is tracked:
 // copies whose direction does not match the pointers, and kernels given a pointer argument that is
-// neither device nor pinned memory, fail with an error. A kernel launch `k<<<g, b, smem, s>>>(args)` is
+// neither device nor pinned memory, fail with an error; host code that touches device memory outside a
+// kernel or copy faults (the memory is mapped inaccessible then: emu_memory.cpp). A kernel launch `k<<<g, b, smem, s>>>(args)` is
 // rewritten by tools/cuda_emu/rewrite.py into `::kdet_emu::launch(g, b, smem, s, k, args)`, which runs
 // the blocks in order and the threads of a block as fibers (tools/cuda_emu/emu_runtime.cpp).
 #pragma once
@@ -195,6 +196,16 @@ inline double __dadd_rn(double a, double b) {
 
 // ---- kernel launches -------------------------------------------------------------------------------
 namespace kdet_emu {
+
+// Device memory is accessible only inside a DeviceScope (emu_memory.cpp): kernels, copies, library calls.
+void enter_device();
+void leave_device();
+struct DeviceScope {
+  DeviceScope() { enter_device(); }
+  ~DeviceScope() { leave_device(); }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+};
 
 // Runs body(thread) for every thread of the grid: blocks in order, threads of a block as fibers that
 // switch at __syncthreads (emu_runtime.cpp). Returns the launch's error (also recorded for

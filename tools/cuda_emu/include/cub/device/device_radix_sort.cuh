@@ -37,6 +37,7 @@ struct DeviceRadixSort {
     if (n < 0 || !kdet_emu::cub_check(d_temp_storage, temp_storage_bytes, temp_bytes_for(n), ranges, sizes, 4,
                                       begin_bit, end_bit, static_cast<int>(sizeof(K) * 8)))
       return cudaErrorInvalidValue;
+    kdet_emu::DeviceScope device;  // the sort reads and writes device memory
     const int width = end_bit - begin_bit;
     const unsigned long long mask = width >= 64 ? ~0ULL : ((1ULL << width) - 1ULL);
     auto digit = [&](const K& k) { return (static_cast<unsigned long long>(k) >> begin_bit) & mask; };
