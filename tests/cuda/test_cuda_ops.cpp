@@ -402,10 +402,15 @@ TEST_CASE("[cuda] conv2d on cuDNN: forward, backward-data, backward-filter, bias
   const Tensor gw1 = ops::conv2d_backward_weight(y1, x.to(kGpu), w.shape(), a);
   const Tensor gw2 = ops::conv2d_backward_weight(y1, x.to(kGpu), w.shape(), a);
   CHECK(bitwise_equal(gw1, gw2));
-  cuda::set_conv_benchmark(true);
+  cuda::set_conv_benchmark(true);  // the Find*AlgorithmEx path of all three passes
   const Tensor y3 = ops::conv2d(x.to(kGpu), w.to(kGpu), Tensor(), a);
+  const Tensor gx3 = ops::conv2d_backward_input(y1, w.to(kGpu), x.shape(), a);
+  const Tensor gw3 = ops::conv2d_backward_weight(y1, x.to(kGpu), w.shape(), a);
   cuda::set_conv_benchmark(false);
   check_close(y3, ops::conv2d(x, w, Tensor(), a), 1e-4, 1e-4, "conv2d with cuDNN benchmarking");
+  const Tensor y1h = y1.to(Device::cpu());
+  check_close(gx3, ops::conv2d_backward_input(y1h, w, x.shape(), a), 1e-4, 1e-4, "backward-data, benchmarking");
+  check_close(gw3, ops::conv2d_backward_weight(y1h, x, w.shape(), a), 1e-4, 1e-3, "backward-filter, benchmarking");
   check_close(ops::conv2d_backward_bias(y1), ops::conv2d_backward_bias(y1.to(Device::cpu())), 1e-5, 1e-4,
               "conv2d_backward_bias");
 }
