@@ -14,7 +14,8 @@ KdResult AIDLoss::forward(const std::vector<Var>& S, const std::vector<Tensor>& 
                           MidSink* mid) {
   KDET_CHECK(!S.empty() && teacher_loss.ndim() == 1 && teacher_loss.size(0) == S[0].size(0), "AIDLoss: teacher loss ",
              teacher_loss.desc(), " must hold one value per image of the batch");
-  const Tensor w = aid_instance_weights(teacher_loss.to(S[0].dtype()), beta_);
+  // The teacher's per-image loss may come from the host (Distiller: teacher_per_image_loss) for device features.
+  const Tensor w = aid_instance_weights(teacher_loss.to(S[0].dtype()).to(S[0].device()), beta_);
   put_mid(mid, "instance_weights", w);
   return forward_weighted(S, T, w, mid);
 }
