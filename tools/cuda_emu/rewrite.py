@@ -5,7 +5,8 @@ rewritten into the plain C++ call
    ::kdet_emu::launch("NAME", grid, block, smem, stream, NAME, args)
 (tools/cuda_emu/include/cuda_runtime.h). NAME may be qualified and carry template arguments
 (unary_kernel<T, R, F>). A `#line` directive keeps compiler messages pointing at the real source.
-The real sources are never modified."""
+The real sources are never modified. Not handled (none in kdet): `<<<` inside a comment or string, and a
+launch configuration holding a bare `<` or `>` comparison."""
 import re
 import sys
 
