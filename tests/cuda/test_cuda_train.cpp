@@ -78,7 +78,7 @@ TEST_CASE("[cuda] kdet train with train.device = cuda: the CPU run's losses, a c
   for (const char* dev : {"cpu", "cuda"}) {
     std::vector<std::string> a = {"train", kCfg};
     for (auto& s : common(t.path, t.path + "/" + dev, dev)) a.push_back(s);
-    REQUIRE_MESSAGE(run(cli::cmd_train, a) == 0, dev);
+    REQUIRE_MESSAGE(run(cli::cmd_train, a) == 0, std::string(dev));
   }
   compare_logs(t.path + "/cpu", t.path + "/cuda", 2e-3);
   CHECK(std::filesystem::exists(t.path + "/cuda/metrics.json"));
@@ -111,7 +111,7 @@ TEST_CASE("[cuda] kdet distill with train.device = cuda (every KD method): the C
     for (const char* dev : {"cpu", "cuda"}) {
       std::vector<std::string> a = {"distill", cfg};
       for (auto& s : common(t.path, t.path + "/" + method + "_" + dev, dev)) a.push_back(s);
-      REQUIRE_MESSAGE(run(cli::cmd_distill, a) == 0, method << " on " << dev);
+      REQUIRE_MESSAGE(run(cli::cmd_distill, a) == 0, (std::string(method) + " on " + dev));
     }
     compare_logs(t.path + "/" + method + "_cpu", t.path + "/" + method + "_cuda", 5e-3);
   }
@@ -134,7 +134,7 @@ TEST_CASE("[cuda] kdet train with train.device = cuda: Faster R-CNN, Cascade R-C
       for (auto& s : common(t.path, t.path + "/" + dev, dev)) a.push_back(s);
       a.insert(a.end(), {"data.batch_size=2", "data.eval_batch_size=2", "train.max_iters=2"});
       if (two_stage) a.insert(a.end(), {"model.rpn_train_max_per_img=100", "model.rcnn_sampler_num=64"});
-      REQUIRE_MESSAGE(run(cli::cmd_train, a) == 0, cfg << " on " << dev);
+      REQUIRE_MESSAGE(run(cli::cmd_train, a) == 0, (cfg + " on " + dev));
     }
     INFO(cfg);
     compare_logs(t.path + "/cpu", t.path + "/cuda", rel);
@@ -160,7 +160,7 @@ TEST_CASE("[cuda] kdet distill with train.device = cuda: RoI logit KD between Fa
     for (auto& s : common(t.path, t.path + "/" + dev, dev)) a.push_back(s);
     a.insert(a.end(), {"data.batch_size=2", "data.eval_batch_size=2", "train.max_iters=2", "teacher.weights=" + tw,
                        "model.rpn_train_max_per_img=100", "model.rcnn_sampler_num=64"});
-    REQUIRE_MESSAGE(run(cli::cmd_distill, a) == 0, dev);
+    REQUIRE_MESSAGE(run(cli::cmd_distill, a) == 0, std::string(dev));
   }
   compare_logs(t.path + "/cpu", t.path + "/cuda", 2e-2);
 }
