@@ -451,19 +451,31 @@ double clip_grad_norm(const std::vector<Var>& params, double max_norm, double no
   }
   if (with_grad.empty()) return 0.0;
   // torch: total = norm(stack([norm(g_i)])) — per-tensor norms first, then the norm of those.
-  double total = 0;
-  for (auto& [p, g] : with_grad) {
-    double s = 0;
-    if (!g.device().is_cpu()) {  // device: the same sum in double through the deterministic reductions
+  // Per-tensor sums: on the host directly; on a device the same sum in double through the deterministic
+  // reductions, all fetched with one copy (not one sync per parameter).
+  std::vector<double> sums(with_grad.size(), 0.0);
+  std::vector<Tensor> dev_sums;
+  std::vector<size_t> dev_at;
+  for (size_t i = 0; i < with_grad.size(); ++i) {
+    const Tensor& g = with_grad[i].second;
+    if (!g.device().is_cpu()) {
+      if (g.numel() == 0) continue;
       const Tensor a = ops::abs(g.to(DType::F64));
-      s = is_inf ? (a.numel() ? ops::amax(a, {}).item() : 0.0)
-                 : ops::sum_all(norm_type == 2.0 ? ops::mul(a, a) : norm_type == 1.0 ? a : ops::pow(a, norm_type));
+      dev_sums.push_back(is_inf ? ops::amax(a, {})
+                                : ops::sum(norm_type == 2.0 ? ops::mul(a, a)
+                                                            : norm_type == 1.0 ? a : ops::pow(a, norm_type)));
+      dev_at.push_back(i);
     } else {
       dispatch_float(g.dtype(), "clip_grad_norm", [&](auto tag) {
         using T = decltype(tag);
-        s = abs_pow_sum<T>(g.template data<T>(), g.numel(), norm_type);
+        sums[i] = abs_pow_sum<T>(g.template data<T>(), g.numel(), norm_type);
       });
     }
+  }
+  const std::vector<double> dv = ops::scalar_values(dev_sums);
+  for (size_t k = 0; k < dv.size(); ++k) sums[dev_at[k]] = dv[k];
+  double total = 0;
+  for (const double s : sums) {
     if (is_inf) {
       total = std::max(total, s);
     } else {

@@ -29,14 +29,26 @@ namespace kdet::train {
 
 namespace {
 
-// The first parameter whose gradient holds a NaN or Inf ("" when all are finite).
+// The first parameter whose gradient holds a NaN or Inf ("" when all are finite). Device gradients: 0 * x is
+// NaN exactly when x is NaN or +-Inf, and so is any sum containing it; all of them are fetched with one copy
+// (ops::scalar_values), not one sync per parameter.
 std::string first_nonfinite_grad(const Optimizer& opt) {
+  std::vector<Tensor> dev_sums;
+  std::vector<std::string> dev_names;
   for (auto& [name, p] : opt.named_params()) {
+    const Tensor g = p.grad();
+    if (g.defined() && !g.device().is_cpu()) {
+      dev_sums.push_back(ops::sum(ops::mul_scalar(g, 0.0)));
+      dev_names.push_back(name);
+    }
+  }
+  const std::vector<double> dev_vals = ops::scalar_values(dev_sums);
+  size_t di = 0;
+  for (auto& [name, p] : opt.named_params()) {  // in parameter order: the first bad one is named
     Tensor g = p.grad();
     if (!g.defined()) continue;
     if (!g.device().is_cpu()) {
-      // Device gradients: 0 * x is NaN exactly when x is NaN or +-Inf, and so is any sum containing it.
-      if (!std::isfinite(ops::sum_all(ops::mul_scalar(g, 0.0)))) return name;
+      if (!std::isfinite(dev_vals[di++])) return name;
       continue;
     }
     g = g.contiguous();

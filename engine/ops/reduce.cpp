@@ -8,6 +8,7 @@
 #include "engine/ops/compare.h"
 #include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
+#include "engine/ops/shape_ops.h"
 
 #if KDET_CUDA
 #include "engine/ops/reduce_cuda.h"
@@ -363,6 +364,28 @@ std::pair<Tensor, Tensor> min(const Tensor& x, int axis, bool keepdim) {
 double sum_all(const Tensor& x) {
   if (x.dtype() == DType::F32) return sum(x.to(DType::F64)).item();  // exact double result
   return sum(x).item();
+}
+
+std::vector<double> scalar_values(const std::vector<Tensor>& xs) {
+  std::vector<double> out(xs.size());
+  std::vector<bool> done(xs.size(), false);
+  for (size_t i = 0; i < xs.size(); ++i) {
+    KDET_CHECK(xs[i].defined() && xs[i].numel() == 1, "scalar_values: tensor ", i, " is ",
+               xs[i].defined() ? xs[i].desc() : "undefined", ", not one element");
+    if (done[i]) continue;
+    const Device d = xs[i].device();
+    std::vector<size_t> at;
+    std::vector<Tensor> group;
+    for (size_t j = i; j < xs.size(); ++j)
+      if (!done[j] && xs[j].device() == d) {
+        at.push_back(j);
+        group.push_back(xs[j].to(DType::F64).reshape({1}));
+        done[j] = true;
+      }
+    const std::vector<double> v = concat(group, 0).to(Device::cpu()).to_vector<double>();
+    for (size_t k = 0; k < at.size(); ++k) out[at[k]] = v[k];
+  }
+  return out;
 }
 }  // namespace ops
 

@@ -25,6 +25,9 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int axis, bool keepdim = false);
 std::pair<Tensor, Tensor> min(const Tensor& x, int axis, bool keepdim = false);
 // Sum of all elements as a double (any float dtype), e.g. for logging and normalisers.
 double sum_all(const Tensor& x);
+// The values of one-element tensors (any float dtype, any devices) with one device->host copy per device,
+// not one per tensor (each copy from a GPU waits for its queue: per-parameter checks stay one sync).
+std::vector<double> scalar_values(const std::vector<Tensor>& xs);
 }  // namespace ops
 
 Var sum(const Var& x);

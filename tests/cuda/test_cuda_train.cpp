@@ -165,6 +165,23 @@ TEST_CASE("[cuda] kdet distill with train.device = cuda: RoI logit KD between Fa
   compare_logs(t.path + "/cpu", t.path + "/cuda", 2e-2);
 }
 
+TEST_CASE("[cuda] a diverging run on the GPU stops naming the loss term or parameter and the iteration") {
+  KDET_REQUIRE_GPU();
+  TmpDir t("diverge");
+  std::vector<std::string> a = {"train", kCfg};
+  for (auto& s : common(t.path, t.path + "/cuda", "cuda")) a.push_back(s);
+  a.insert(a.end(), {"train.lr=1e30", "train.grad_clip=0", "train.warmup=none", "train.max_iters=6"});
+  try {
+    run(cli::cmd_train, a);
+    FAIL("the diverging run did not stop");
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    CHECK_MESSAGE((m.find("train: loss 'loss_") != std::string::npos || m.find("train: gradient of '") != std::string::npos),
+                  m);
+    CHECK_MESSAGE(m.find("at iteration") != std::string::npos, m);
+  }
+}
+
 TEST_CASE("[cuda] BatchUploader: images through two pinned staging buffers in turn, annotations on the host") {
   KDET_REQUIRE_GPU();
   train::BatchUploader up(kGpu);

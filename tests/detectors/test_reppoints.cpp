@@ -478,7 +478,7 @@ TEST_CASE("reppoints detector: end-to-end parity with the mmdet replica (GN neck
   REQUIRE(taps.neck.size() == 5);
   for (int i = 0; i < 5; ++i) {
     const std::string s = std::to_string(i);
-    check_close(taps.neck[i].data(), f->at("p" + s), 1e-4, 1e-5, "P" + std::to_string(i + 3));
+    check_close(taps.neck[i].data(), f->at("p" + s), 1e-4, 1e-5, std::string("P") + std::to_string(i + 3));
     // neck.fpn_convs.{i}.conv, the official FGD / MGD hook point: before GN, so not the FPN output here
     check_close(taps.neck_conv[i].data(), f->at("p_conv" + s), 1e-4, 1e-5, "fpn_convs conv " + s);
     CHECK(max_abs(ops::sub(taps.neck_conv[i].data(), taps.neck[i].data())) > 1e-2);

@@ -261,7 +261,7 @@ TEST_CASE("rcnn cascade head: parity of 3 stages (per-stage IoU / stds, refineme
   REQUIRE(l.size() == 6);
   const double w[3] = {1.0, 0.5, 0.25};
   for (int s = 0; s < 3; ++s) {
-    const std::string p = "s" + std::to_string(s) + ".";
+    const std::string p = std::string("s") + std::to_string(s) + ".";
     for (int i = 0; i < 2; ++i) {
       CHECK(st[s].samples[i].pos_inds.to_vector<int64_t>() == f->at(p + "pos_inds" + std::to_string(i)).to_vector<int64_t>());
       CHECK(st[s].samples[i].neg_inds.to_vector<int64_t>() == f->at(p + "neg_inds" + std::to_string(i)).to_vector<int64_t>());

@@ -64,7 +64,7 @@ TEST_CASE("fpn: forward and backward match the mmdet FPN replica (all extra mode
     fpn.to(DType::F64);
     fpn.load_state_dict(with_prefix(*f, "w."));
     std::vector<Var> xs;
-    for (size_t i = 0; i < cfg.in_channels.size(); ++i) xs.emplace_back(f->at("x" + std::to_string(i)), true);
+    for (size_t i = 0; i < cfg.in_channels.size(); ++i) xs.emplace_back(f->at(std::string("x") + std::to_string(i)), true);
     std::vector<Var> taps;
     auto ys = fpn.forward(xs, &taps);
     REQUIRE(ys.size() == static_cast<size_t>(cfg.num_outs));
@@ -76,8 +76,8 @@ TEST_CASE("fpn: forward and backward match the mmdet FPN replica (all extra mode
       CHECK(max_abs_diff(taps[0].data(), ys[0].data()) > 0.1);
     std::vector<Tensor> rs;
     for (int i = 0; i < cfg.num_outs; ++i) {
-      check_close(ys[i].data(), f->at("y" + std::to_string(i)), 1e-10, 1e-10, "P" + std::to_string(i));
-      rs.push_back(f->at("r" + std::to_string(i)));
+      check_close(ys[i].data(), f->at(std::string("y") + std::to_string(i)), 1e-10, 1e-10, std::string("P") + std::to_string(i));
+      rs.push_back(f->at(std::string("r") + std::to_string(i)));
     }
     weighted_sum(ys, rs).backward();
     for (size_t i = 0; i < xs.size(); ++i) {
@@ -97,7 +97,7 @@ TEST_CASE("fpn: forward and backward match the mmdet FPN replica (all extra mode
     for (auto& x : xs) x32.emplace_back(x.data().to(DType::F32));
     auto y32 = fpn.forward(x32);
     for (int i = 0; i < cfg.num_outs; ++i) {
-      const Tensor& ref = f->at("y" + std::to_string(i));
+      const Tensor& ref = f->at(std::string("y") + std::to_string(i));
       check_close(y32[i].data(), ref, 1e-4, 1e-5 * max_abs(ref), "f32 P" + std::to_string(i));
     }
   }
