@@ -581,8 +581,12 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
     std::string bad_term;
     double bad_value = 0;
     std::map<std::string, double> step_losses;  // logged once the step is known to be taken
+    std::vector<Tensor> loss_values;
+    for (auto& [name, v] : losses) loss_values.push_back(v.data());
+    const std::vector<double> loss_host = ops::scalar_values(loss_values);  // one copy for all terms
+    size_t li = 0;
     for (auto& [name, v] : losses) {
-      const double x = v.item();
+      const double x = loss_host[li++];
       if (!std::isfinite(x) && bad_term.empty()) {
         bad_term = name;
         bad_value = x;
