@@ -147,7 +147,7 @@ LossList Shared2FCBBoxHead::loss(const BBoxHeadOutputs& out, const BBoxTargets& 
   int64_t nw = 0;
   for (int64_t r = 0; r < R; ++r) nw += pw[r] > 0;
   const double af_cls = static_cast<double>(std::max<int64_t>(nw, 1)) + cfg_.avg_factor_eps;
-  Var loss_cls = R > 0 ? sum(cross_entropy(out.cls_score, t.labels.to(dev)) * Var(t.label_weights.to(dt).to(dev))) *
+  Var loss_cls = R > 0 ? sum(cross_entropy(out.cls_score, t.labels) * Var(t.label_weights.to(dt).to(dev))) *
                              (cfg_.loss_cls_weight / af_cls)
                        : sum(out.cls_score) * 0.0;
   // regression on positives (labels in [0, C))

@@ -365,8 +365,9 @@ Var cross_entropy(const Var& logits, const Tensor& labels, int64_t ignore_index)
   KDET_CHECK(logits.ndim() == 2, op, ": expected logits [N, C], got ", logits.data().desc());
   KDET_CHECK(labels.dtype() == DType::I64 && labels.ndim() == 1 && labels.size(0) == logits.size(0), op,
              ": labels ", labels.desc(), " must be i64 [N] for logits ", logits.data().desc());
-  KDET_CHECK(labels.device() == logits.device(), op, ": labels ", labels.desc(), " and logits ",
-             logits.data().desc(), " are on different devices");
+  // Host labels for device logits are allowed: they are checked on the host and uploaded once.
+  KDET_CHECK(labels.device() == logits.device() || labels.device().is_cpu(), op, ": labels ", labels.desc(),
+             " and logits ", logits.data().desc(), " are on different devices");
 #if KDET_CUDA
   if (logits.device().is_cuda()) return cuda::cross_entropy(logits, labels, ignore_index);
 #endif

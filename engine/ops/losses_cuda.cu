@@ -240,14 +240,15 @@ Var cross_entropy(const Var& logits, const Tensor& labels, int64_t ignore_index)
   const char* op = "cross_entropy";
   Context& ctx = activate(logits.data(), op);
   const int64_t N = logits.size(0), C = logits.size(1);
-  const Tensor x = logits.data().contiguous(), lab = labels.contiguous();
-  {  // labels checked on a host copy, with the CPU's message
-    const Tensor hl = lab.to(Device::cpu());
+  const Tensor x = logits.data().contiguous();
+  const Tensor hl = labels.to(Device::cpu()).contiguous();  // checked on the host (no download for host labels)
+  {  // with the CPU's message
     const int64_t* pl = hl.data<int64_t>();
     for (int64_t i = 0; i < N; ++i)
       KDET_CHECK(pl[i] == ignore_index || (pl[i] >= 0 && pl[i] < C), op, ": label ", pl[i], " at row ", i,
                  " out of range for ", C, " classes (ignore_index ", ignore_index, ")");
   }
+  const Tensor lab = labels.device() == x.device() ? labels.contiguous() : hl.to(x.device());
   Tensor lse = Tensor::empty({N}, DType::F64, x.device());
   Tensor out = Tensor::empty({N}, x.dtype(), x.device());
   if (N > 0) {

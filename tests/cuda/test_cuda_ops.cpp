@@ -606,6 +606,10 @@ TEST_CASE("[cuda] fused detection losses: focal, smooth L1, L1, GIoU / IoU, CE, 
   CHECK_THROWS_WITH_AS(
       cross_entropy(Var(rndf({2, 3}, 173).to(kGpu)), Tensor::from_vector(std::vector<int64_t>{0, 3}, {2}).to(kGpu)),
       doctest::Contains("label 3 at row 1 out of range"), Error);
+  // host labels for device logits (as the R-CNN head passes them): checked on the host, uploaded once
+  compare_op(
+      "cross_entropy with host labels", [&](const V& v) { return cross_entropy(v[0], labels, -100); },
+      {rndf({8, 7}, 174, -4, 4)}, t);
 }
 
 TEST_CASE("[cuda] box coder, bbox_overlaps and NMS match the CPU exactly / closely") {
