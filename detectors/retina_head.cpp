@@ -174,7 +174,16 @@ Tensor onehot_targets(const std::vector<int64_t>& rows, const int64_t* labels, i
     if (labels[rows[r]] >= 0 && labels[rows[r]] < C) hot.push_back(r * C + labels[rows[r]]);
   Tensor t = Tensor::zeros({R * C}, dt, dev);
   const int64_t H = static_cast<int64_t>(hot.size());
-  if (H > 0) t = ops::index_copy(t, 0, Tensor::from_vector(hot, Shape{H}), Tensor::ones({H}, dt, dev));
+  if (H == 0) return t.reshape({R, C});
+  if (dev.is_cpu()) {  // in place (index_copy would copy the R·C zeros once more)
+    dispatch_float(dt, "onehot_targets", [&](auto tag) {
+      using T = decltype(tag);
+      T* p = t.data<T>();
+      for (const int64_t h : hot) p[h] = T(1);
+    });
+  } else {
+    t = ops::index_copy(t, 0, Tensor::from_vector(hot, Shape{H}), Tensor::ones({H}, dt, dev));
+  }
   return t.reshape({R, C});
 }
 
