@@ -5,6 +5,8 @@
 // decay 1e-4) -> zero_grad, on N(0,1) images (kdet) / U[0,1) images normalised by the model (torch) with 4
 // random boxes each. Timing: the device is synchronised before and after every step; median / min / max of
 // --cuda-reps steps after --cuda-warmup untimed ones. Precision: full f32 unless --cuda-tf32 (both sides).
+// Algorithms: deterministic cuDNN ones on both sides (torch.backends.cudnn.deterministic) unless
+// --cuda-nondeterministic (then both use their defaults: PyTorch eager's own setting).
 #include "bench/bench_cuda.h"
 
 #include <algorithm>
@@ -31,10 +33,10 @@ namespace {
 [[maybe_unused]] std::string run_torch(const CudaBenchOptions& o) {  // unused in a CPU-only build
   char cmd[1024];
   std::snprintf(cmd, sizeof cmd,
-                "%s bench/torch_retinanet_gpu.py --depth %d --height %d --width %d --batch %d --reps %d --warmup %d%s%s "
+                "%s bench/torch_retinanet_gpu.py --depth %d --height %d --width %d --batch %d --reps %d --warmup %d%s%s%s "
                 "2>/dev/null",
                 o.python.c_str(), o.depth, o.height, o.width, o.batch, o.reps, o.warmup, o.tf32 ? " --tf32" : "",
-                o.benchmark ? " --benchmark" : "");
+                o.benchmark ? " --benchmark" : "", o.deterministic ? " --deterministic" : "");
   FILE* f = popen(cmd, "r");
   if (!f) return "";
   std::string out;
@@ -60,9 +62,10 @@ int run_cuda_section(const CudaBenchOptions& o) {
   const Device dev = Device::cuda(0);
   cuda::set_allow_tf32(o.tf32);
   cuda::set_conv_benchmark(o.benchmark);
-  std::printf("GPU RetinaNet-R%d-FPN training step, batch %d, %dx%d, %s, cuDNN %s; %s\n", o.depth, o.batch, o.height,
-              o.width, o.tf32 ? "TF32 allowed" : "full f32", o.benchmark ? "benchmarking" : "heuristics",
-              cuda::device_status().c_str());
+  cuda::set_deterministic(o.deterministic);
+  std::printf("GPU RetinaNet-R%d-FPN training step, batch %d, %dx%d, %s, cuDNN %s, %s algorithms; %s\n", o.depth,
+              o.batch, o.height, o.width, o.tf32 ? "TF32 allowed" : "full f32", o.benchmark ? "benchmarking" : "heuristics",
+              o.deterministic ? "deterministic" : "any (non-deterministic allowed)", cuda::device_status().c_str());
 
   RetinaNet model(RetinaNetConfig::mmdet(o.depth, 80));
   Generator g(0);

@@ -12,6 +12,7 @@ struct CudaBenchOptions {
   int reps = 20, warmup = 5;
   bool tf32 = false;       // TF32 tensor-core math in cuDNN / cuBLAS (both sides)
   bool benchmark = false;  // cuDNN algorithm benchmarking (both sides)
+  bool deterministic = true;  // deterministic cuDNN algorithms only (both sides: torch cudnn.deterministic)
   bool torch = true;       // run the PyTorch side when `python` has torch with CUDA
   std::string python = "/usr/bin/python3";
 };

@@ -330,6 +330,7 @@ int main(int argc, char** argv) {
     else if (a == "--cuda-warmup" && i + 1 < argc) copt.warmup = std::atoi(argv[++i]);
     else if (a == "--cuda-tf32") copt.tf32 = true;
     else if (a == "--cuda-benchmark") copt.benchmark = true;
+    else if (a == "--cuda-nondeterministic") copt.deterministic = false;
     else {
       std::printf(
           "usage: kdet_bench [--reps N] [--warmup N] [--no-torch] [--only SECTIONS|CASES] [--python PATH]\n"
@@ -340,7 +341,8 @@ int main(int argc, char** argv) {
           "                  [--frcnn-size N (512)] [--frcnn-reps N (5)] [--frcnn-warmup N (1)]\n"
           "                  [--frcnn-passes train,infer] [--frcnn-frozen-bn (BN affine frozen on both sides)]\n"
           "       kdet_bench --cuda [--cuda-depth 50] [--cuda-size 800x1333] [--cuda-batch 2] [--cuda-reps 20]\n"
-          "                  [--cuda-warmup 5] [--cuda-tf32] [--cuda-benchmark] [--no-torch] [--python PATH]\n"
+          "                  [--cuda-warmup 5] [--cuda-tf32] [--cuda-benchmark] [--cuda-nondeterministic] [--no-torch]\n"
+          "                  [--python PATH]\n"
           "                  (GPU RetinaNet training step beside bench/torch_retinanet_gpu.py)\n"
           "  --only: conv | detector | dcn | roi | frcnn | all, or conv2d case names (a,b; implies conv only);\n"
           "  --no-dcn skips the deformable-conv section (bench/bench_dcn.cpp, beside torchvision.ops.deform_conv2d), --no-roi the\n"

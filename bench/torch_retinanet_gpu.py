@@ -3,6 +3,7 @@
 
     python3 bench/torch_retinanet_gpu.py [--depth 50] [--height 800] [--width 1333] [--batch 2] [--reps 20]
                                          [--warmup 5] [--recipe mmdet|torchvision] [--tf32] [--benchmark]
+                                         [--deterministic]
 
 One step = loss (torchvision RetinaNet: focal + L1, 80 classes) -> sum -> backward -> SGD step (lr 0.01,
 momentum 0.9, weight decay 1e-4) -> zero_grad(set_to_none), on batch x 3 x H x W uniform [0, 1) images with 4
@@ -13,7 +14,8 @@ median, min and max of --reps steps after --warmup untimed ones.
 
 Precision: by default TF32 is off for both matmul and cuDNN (full f32, what kdet computes by default); --tf32
 turns it on for both (then compare with `kdet_bench --cuda --cuda-tf32`). --benchmark sets
-torch.backends.cudnn.benchmark (kdet: --cuda-benchmark). Recipes as bench/torch_detectors.py (mmdet: frozen
+torch.backends.cudnn.benchmark (kdet: --cuda-benchmark); --deterministic sets torch.backends.cudnn.deterministic
+(what kdet does by default; `kdet_bench --cuda` passes it unless --cuda-nondeterministic). Recipes as bench/torch_detectors.py (mmdet: frozen
 stem + layer1, FrozenBatchNorm2d, P6 from C5; torchvision: BatchNorm in train mode, all stages trainable).
 
 Prints one JSON line: name, device, ms, min_ms, max_ms, all_ms, first_losses, peak_mem_mib
@@ -47,6 +49,7 @@ def main():
     ap.add_argument("--recipe", default="mmdet")
     ap.add_argument("--tf32", action="store_true")
     ap.add_argument("--benchmark", action="store_true")
+    ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
@@ -59,6 +62,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = a.tf32
     torch.backends.cudnn.allow_tf32 = a.tf32
     torch.backends.cudnn.benchmark = a.benchmark
+    torch.backends.cudnn.deterministic = a.deterministic
     torch.manual_seed(a.seed)
     dev = torch.device("cuda")
 
@@ -111,7 +115,7 @@ def main():
         "peak_mem_mib": torch.cuda.max_memory_allocated() / 2**20,
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                      "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()},
-        "settings": {"recipe": a.recipe, "tf32": a.tf32, "cudnn_benchmark": a.benchmark, "reps": a.reps,
+        "settings": {"recipe": a.recipe, "tf32": a.tf32, "cudnn_benchmark": a.benchmark, "cudnn_deterministic": a.deterministic, "reps": a.reps,
                      "warmup": a.warmup},
     }
     print(json.dumps(out))

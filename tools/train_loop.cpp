@@ -302,6 +302,9 @@ TrainOptions TrainOptions::from_config(const Config& c) {
   o.max_skips_in_a_row = c.get_int("train.max_skips_in_a_row", 100);
   KDET_CHECK(o.max_skips_in_a_row >= 0, "train.max_skips_in_a_row must be >= 0");
   o.device = parse_device(c.get_string("train.device", "cpu"), "train.device");
+  o.cudnn_deterministic = c.get_bool("train.cudnn_deterministic", o.cudnn_deterministic);
+  o.cudnn_benchmark = c.get_bool("train.cudnn_benchmark", o.cudnn_benchmark);
+  o.allow_tf32 = c.get_bool("train.allow_tf32", o.allow_tf32);
   KDET_CHECK(o.epochs > 0 || o.max_iters > 0, "train: epochs or max_iters must be positive");
   KDET_CHECK(o.log_interval > 0, "train.log_interval must be positive");
   KDET_CHECK(o.checkpoint_interval >= 0 && o.eval_interval >= 0 && o.grad_clip >= 0,
@@ -470,6 +473,13 @@ TrainResult run_training(const TrainOptions& o, const std::string& config_text, 
                          const std::string& resume_path) {
   KDET_CHECK(!o.work_dir.empty(), "train: no work directory");
   fs::create_directories(o.work_dir);
+#if KDET_CUDA
+  if (o.device.is_cuda()) {  // the device's math and algorithm settings for this run
+    cuda::set_deterministic(o.cudnn_deterministic, o.device.index);
+    cuda::set_conv_benchmark(o.cudnn_benchmark, o.device.index);
+    cuda::set_allow_tf32(o.allow_tf32, o.device.index);
+  }
+#endif
   TrainResult res;
   TrainPosition pos;
   const int64_t per_epoch = loader.batches_per_epoch();

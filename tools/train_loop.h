@@ -109,6 +109,10 @@ struct TrainOptions {
   // train.device = cpu | cuda | cuda:N — where the model(s), the batches and the optimizer state live.
   // Checkpoints are written from the host either way (a GPU run's checkpoint resumes on the CPU and back).
   Device device = Device::cpu();
+  // On a CUDA device (ignored on the CPU): train.cudnn_deterministic (default true: deterministic cuDNN
+  // algorithms, a run repeats bit for bit), train.cudnn_benchmark (default false: heuristics; true times the
+  // candidates once per shape), train.allow_tf32 (default false: full f32 like the CPU).
+  bool cudnn_deterministic = true, cudnn_benchmark = false, allow_tf32 = false;
   static TrainOptions from_config(const Config& c);
 };
 

@@ -179,6 +179,8 @@ void set_allow_tf32(bool on, int device) { context(device, "set_allow_tf32").set
 bool allow_tf32(int device) { return context(device, "allow_tf32").allow_tf32(); }
 void set_conv_benchmark(bool on, int device) { context(device, "set_conv_benchmark").set_conv_benchmark(on); }
 bool conv_benchmark(int device) { return context(device, "conv_benchmark").conv_benchmark(); }
+void set_deterministic(bool on, int device) { context(device, "set_deterministic").set_deterministic(on); }
+bool deterministic(int device) { return context(device, "deterministic").deterministic(); }
 
 // ---- caching device allocator ------------------------------------------------------------------------
 //

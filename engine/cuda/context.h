@@ -40,6 +40,8 @@ class Context {
   void set_allow_tf32(bool on) { allow_tf32_.store(on); }
   bool conv_benchmark() const { return conv_benchmark_.load(); }
   void set_conv_benchmark(bool on) { conv_benchmark_.store(on); }
+  bool deterministic() const { return deterministic_.load(); }
+  void set_deterministic(bool on) { deterministic_.store(on); }
   bool sync_each_kernel() const { return sync_each_kernel_; }
 
   // cuDNN algorithm cache: key (conv2d_cuda.cu builds it from the op, shapes, args, dtype, settings).
@@ -55,6 +57,7 @@ class Context {
   std::map<std::string, ConvAlgo> conv_algos_;
   std::atomic<bool> allow_tf32_{false};
   std::atomic<bool> conv_benchmark_{false};
+  std::atomic<bool> deterministic_{true};
   bool sync_each_kernel_ = false;  // KDET_CUDA_SYNC=1
 };
 

@@ -42,6 +42,10 @@ void set_allow_tf32(bool on, int device = 0);    // cuDNN/cuBLAS tensor-core TF3
 bool allow_tf32(int device = 0);
 void set_conv_benchmark(bool on, int device = 0);  // time cuDNN algorithms once per shape (default off)
 bool conv_benchmark(int device = 0);
+// cuDNN algorithms restricted to deterministic ones (default on: a GPU run repeats bit for bit). Off lets
+// cuDNN pick faster non-deterministic backward algorithms, as PyTorch does unless cudnn.deterministic is set.
+void set_deterministic(bool on, int device = 0);
+bool deterministic(int device = 0);
 
 // --- pinned host memory for the loader ------------------------------------------------------------
 // Page-locked host memory (cudaHostAlloc). Move-only. An upload from it runs asynchronously on the

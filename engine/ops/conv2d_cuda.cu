@@ -3,7 +3,7 @@
 //
 // Algorithm choice, cached per shape in the device's context (key: pass, dtype, shapes, args, settings):
 //   * default: cuDNN's heuristics (cudnnGet*Algorithm_v7), first candidate that succeeds, is
-//     deterministic, fits the workspace cap and uses an allowed math type;
+//     deterministic (unless cuda::set_deterministic(false)), fits the workspace cap and uses an allowed math type;
 //   * cuda::set_conv_benchmark(true): cudnnFind*AlgorithmEx times the candidates once per shape
 //     (like torch.backends.cudnn.benchmark) and the fastest allowed one is kept.
 // Math: full f32 (CUDNN_FMA_MATH) unless TF32 is allowed on the device; never fp16 down-conversion.
@@ -82,11 +82,12 @@ struct Descs {
   Descs& operator=(const Descs&) = delete;
 };
 
-std::string cache_key(Pass p, const Shape& xs, const Shape& ws, const Conv2dArgs& a, DType dt, bool tf32, bool bench) {
+std::string cache_key(Pass p, const Shape& xs, const Shape& ws, const Conv2dArgs& a, DType dt, bool tf32, bool bench,
+                      bool det) {
   std::ostringstream k;
   k << static_cast<int>(p) << '|' << dtype_name(dt) << '|' << xs << ws << '|' << a.stride_h << ',' << a.stride_w << ','
     << a.pad_h << ',' << a.pad_w << ',' << a.dilation_h << ',' << a.dilation_w << ',' << a.groups << '|' << tf32
-    << bench;
+    << bench << det;
   return k.str();
 }
 
@@ -123,11 +124,11 @@ cudnnStatus_t workspace_need(cudnnHandle_t h, Pass p, const Descs& d, int algo, 
 // for the math type the entry will really run with: a perf entry's `memory` is for its own math type, and
 // full f32 runs every entry with FMA math (an entry cuDNN cannot run that way is skipped).
 template <class Perf>
-bool pick(const Perf* perf, int n, DType dt, bool tf32, size_t cap, cudnnHandle_t h, Pass pass, const Descs& d,
-          ConvAlgo& out) {
+bool pick(const Perf* perf, int n, DType dt, bool tf32, bool det, size_t cap, cudnnHandle_t h, Pass pass,
+          const Descs& d, ConvAlgo& out) {
   for (int i = 0; i < n; ++i) {
     const Perf& p = perf[i];
-    if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC || p.memory > cap ||
+    if (p.status != CUDNN_STATUS_SUCCESS || (det && p.determinism != CUDNN_DETERMINISTIC) || p.memory > cap ||
         !math_allowed(p.mathType, dt, tf32))
       continue;
     // Full f32: run with FMA math whatever the entry says (DEFAULT math may use TF32 on Ampere and later).
@@ -164,8 +165,8 @@ void* ws_ptr(Tensor& ws) { return ws.defined() ? ws.raw_data() : nullptr; }
 ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws, const Conv2dArgs& a, DType dt,
                 const void* in0, const void* in1, void* out_buf, Device dev) {
   const char* op = pass_name(p);
-  const bool tf32 = ctx.allow_tf32(), bench = ctx.conv_benchmark();
-  const std::string key = cache_key(p, xs, ws, a, dt, tf32, bench);
+  const bool tf32 = ctx.allow_tf32(), bench = ctx.conv_benchmark(), det = ctx.deterministic();
+  const std::string key = cache_key(p, xs, ws, a, dt, tf32, bench, det);
   ConvAlgo algo;
   if (ctx.find_conv_algo(key, algo)) return algo;
   cudnnHandle_t h = ctx.cudnn();
@@ -184,9 +185,9 @@ ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws
                                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf,
                                                               ws_ptr(wsb), wsz),
                        op);
-      found = pick(perf, returned, dt, tf32, wsz, h, p, d, algo);
+      found = pick(perf, returned, dt, tf32, det, wsz, h, p, d, algo);
     } else {
-      found = pick(perf, returned, dt, tf32, kWorkspaceCap, h, p, d, algo);
+      found = pick(perf, returned, dt, tf32, det, kWorkspaceCap, h, p, d, algo);
     }
     if (!found) {
       algo.algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
@@ -206,9 +207,9 @@ ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws
                                                                    CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned,
                                                                    perf, ws_ptr(wsb), wsz),
                        op);
-      found = pick(perf, returned, dt, tf32, wsz, h, p, d, algo);
+      found = pick(perf, returned, dt, tf32, det, wsz, h, p, d, algo);
     } else {
-      found = pick(perf, returned, dt, tf32, kWorkspaceCap, h, p, d, algo);
+      found = pick(perf, returned, dt, tf32, det, kWorkspaceCap, h, p, d, algo);
     }
     if (!found) {
       algo.algo = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;  // deterministic
@@ -229,9 +230,9 @@ ConvAlgo choose(Context& ctx, Pass p, Descs& d, const Shape& xs, const Shape& ws
                                                                      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
                                                                      &returned, perf, ws_ptr(wsb), wsz),
                        op);
-      found = pick(perf, returned, dt, tf32, wsz, h, p, d, algo);
+      found = pick(perf, returned, dt, tf32, det, wsz, h, p, d, algo);
     } else {
-      found = pick(perf, returned, dt, tf32, kWorkspaceCap, h, p, d, algo);
+      found = pick(perf, returned, dt, tf32, det, kWorkspaceCap, h, p, d, algo);
     }
     if (!found) {
       algo.algo = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;  // deterministic

@@ -413,6 +413,21 @@ TEST_CASE("[cuda] conv2d on cuDNN: forward, backward-data, backward-filter, bias
   check_close(gw3, ops::conv2d_backward_weight(y1h, x, w.shape(), a), 1e-4, 1e-3, "backward-filter, benchmarking");
   check_close(ops::conv2d_backward_bias(y1), ops::conv2d_backward_bias(y1.to(Device::cpu())), 1e-5, 1e-4,
               "conv2d_backward_bias");
+  // Non-deterministic algorithms allowed (PyTorch's default): still the CPU's results, to tolerance.
+  CHECK(cuda::deterministic());
+  cuda::set_deterministic(false);
+  for (const bool bench : {false, true}) {
+    cuda::set_conv_benchmark(bench);
+    const std::string how = bench ? "non-deterministic allowed, benchmarking" : "non-deterministic allowed";
+    check_close(ops::conv2d(x.to(kGpu), w.to(kGpu), Tensor(), a), ops::conv2d(x, w, Tensor(), a), 1e-4, 1e-4,
+                "conv2d, " + how);
+    check_close(ops::conv2d_backward_input(y1, w.to(kGpu), x.shape(), a),
+                ops::conv2d_backward_input(y1h, w, x.shape(), a), 1e-4, 1e-4, "backward-data, " + how);
+    check_close(ops::conv2d_backward_weight(y1, x.to(kGpu), w.shape(), a),
+                ops::conv2d_backward_weight(y1h, x, w.shape(), a), 1e-4, 1e-3, "backward-filter, " + how);
+  }
+  cuda::set_conv_benchmark(false);
+  cuda::set_deterministic(true);
 }
 
 TEST_CASE("[cuda] batch_norm (train with running stats, eval), group_norm, layer_norm with gradients") {
