@@ -76,6 +76,10 @@ run() {
     # the GPU sections of the DCN bench (issue 10).
     OMP_NUM_THREADS=$j timeout 600 $build/kdet_bench --cuda --python "$py" > "$out/bench_cuda.log" 2>&1
     echo "kdet_bench --cuda: exit $?"; tail -25 "$out/bench_cuda.log"
+    # both sides with their default (non-deterministic) cuDNN algorithm choice: PyTorch eager as shipped
+    OMP_NUM_THREADS=$j timeout 600 $build/kdet_bench --cuda --cuda-nondeterministic --python "$py" \
+      > "$out/bench_cuda_nondet.log" 2>&1
+    echo "kdet_bench --cuda --cuda-nondeterministic: exit $?"; tail -6 "$out/bench_cuda_nondet.log"
     OMP_NUM_THREADS=$j timeout 300 $build/kdet_bench --cuda --only dcn --python "$py" > "$out/bench_dcn_cuda.log" 2>&1
     echo "kdet_bench --cuda --only dcn: exit $?"; tail -12 "$out/bench_dcn_cuda.log"
   fi
