@@ -1,4 +1,4 @@
-// kdet eval CONFIG CKPT [--out DIR] [--set key=value ...]
+// kdet eval CONFIG CKPT [--out DIR] [--device DEV] [--set key=value ...]
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,11 +15,12 @@ namespace kdet::cli {
 
 int cmd_eval(int argc, char** argv) {
   const char* usage =
-      "usage: kdet eval CONFIG CKPT [--out DIR] [--set key=value ...] [--quiet]\n"
+      "usage: kdet eval CONFIG CKPT [--out DIR] [--device cpu|cuda|cuda:N] [--set key=value ...] [--quiet]\n"
       "Evaluates the weights of CKPT (a kdet checkpoint or a converted mmdet file) on the validation set of\n"
       "CONFIG ([data] val_ann, or the synthetic val split). Writes DIR/metrics.json (COCO metrics, per class)\n"
-      "and DIR/results.json (COCO results). DIR defaults to the checkpoint's directory.\n";
-  std::string cfg_path, ckpt, out;
+      "and DIR/results.json (COCO results). DIR defaults to the checkpoint's directory. The network runs on\n"
+      "--device (default: the config's train.device, else the CPU); post-processing runs on the host.\n";
+  std::string cfg_path, ckpt, out, device;
   std::vector<std::string> sets;
   bool quiet = false;
   for (int i = 1; i < argc; ++i) {
@@ -32,6 +33,7 @@ int cmd_eval(int argc, char** argv) {
       std::printf("%s", usage);
       return 0;
     } else if (a == "--out") out = val();
+    else if (a == "--device") device = val();
     else if (a == "--quiet") quiet = true;
     else if (a == "--set") {
       sets.push_back(val());
@@ -53,9 +55,12 @@ int cmd_eval(int argc, char** argv) {
   auto model = build_detector(c);
   KDET_CHECK(model->num_classes() == d.val.num_classes(), "eval: model.num_classes = ", model->num_classes(), " but ",
              d.val.source, " has ", d.val.num_classes(), " categories");
+  const Device dev = train::parse_device(device.empty() ? c.get_string("train.device", "cpu") : device,
+                                         device.empty() ? "train.device" : "--device");
   train::accept_section(c, "train");
   c.check_all_used();
   load_detector_weights(*model, ckpt);
+  model->to(dev);  // evaluate_detector sends the batches where the model is
   std::vector<data::Detection> dets;
   data::CocoMetrics m = train::evaluate_detector(*model, d.val, d.val_loader, &dets, quiet);
   {

@@ -77,12 +77,14 @@ std::vector<std::string> names_from_config(const Config& c, int64_t num_classes)
 
 int cmd_infer(int argc, char** argv) {
   const char* usage =
-      "usage: kdet infer CONFIG CKPT IMAGE... --out DIR [--score-thr T=0.3] [--set key=value ...]\n"
+      "usage: kdet infer CONFIG CKPT IMAGE... --out DIR [--score-thr T=0.3] [--device cpu|cuda|cuda:N]\n"
+      "                  [--set key=value ...]\n"
       "Runs the detector on each image (the config's test pipeline) and writes DIR/<image>.png with boxes,\n"
       "class names and scores drawn (detections with score >= T) and DIR/detections.json (all detections of\n"
       "the model's test_cfg, original-image pixels x1 y1 x2 y2). Class names: [data] class_names, the\n"
-      "synthetic classes, or the categories of data.val_ann.\n";
-  std::string cfg_path, ckpt, out;
+      "synthetic classes, or the categories of data.val_ann. The network runs on --device (default: the\n"
+      "config's train.device, else the CPU).\n";
+  std::string cfg_path, ckpt, out, device;
   std::vector<std::string> images, sets;
   double thr = 0.3;
   for (int i = 1; i < argc; ++i) {
@@ -96,6 +98,7 @@ int cmd_infer(int argc, char** argv) {
       return 0;
     } else if (a == "--out") out = val();
     else if (a == "--score-thr") thr = std::stod(val());
+    else if (a == "--device") device = val();
     else if (a == "--set") {
       sets.push_back(val());
       while (i + 1 < argc && argv[i + 1][0] != '-' && std::string(argv[i + 1]).find('=') != std::string::npos)
@@ -113,11 +116,15 @@ int cmd_infer(int argc, char** argv) {
   auto model = build_detector(c);
   data::TransformConfig tf = train::transform_from_config(c);
   std::vector<std::string> names = names_from_config(c, model->num_classes());
+  const Device dev = train::parse_device(device.empty() ? c.get_string("train.device", "cpu") : device,
+                                         device.empty() ? "train.device" : "--device");
   train::accept_section(c, "train");
   train::accept_section(c, "data");
   c.check_all_used();
   load_detector_weights(*model, ckpt);
+  model->to(dev);
   model->eval();
+  train::BatchUploader upload(dev);
   std::filesystem::create_directories(out);
 
   nlohmann::json all = nlohmann::json::array();
@@ -129,7 +136,7 @@ int cmd_infer(int argc, char** argv) {
     std::vector<data::PreparedImage> items;
     items.push_back(std::move(p));
     data::Batch b = data::collate(std::move(items));
-    Detections d = model->predict(b, true).at(0);
+    Detections d = model->predict(upload(b), true).at(0);  // detections come back on the host
     nlohmann::json dets = nlohmann::json::array();
     const Tensor B = d.boxes.contiguous(), S = d.scores.contiguous(), L = d.labels.contiguous();
     const float* bx = B.data<float>();

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -28,6 +29,7 @@ namespace {
 
 using test::bitwise_equal;
 using test::kGpu;
+using test::slurp;
 using test::TmpDir;
 
 int run(int (*cmd)(int, char**), std::vector<std::string> args) {
@@ -180,6 +182,43 @@ TEST_CASE("[cuda] a diverging run on the GPU stops naming the loss term or param
                   m);
     CHECK_MESSAGE(m.find("at iteration") != std::string::npos, m);
   }
+}
+
+TEST_CASE("[cuda] kdet eval / infer --device cuda: the CPU's metrics and detections") {
+  KDET_REQUIRE_GPU();
+  TmpDir t("eval");
+  std::vector<std::string> a = {"train", kCfg};
+  for (auto& s : common(t.path, t.path + "/cpu", "cpu")) a.push_back(s);
+  REQUIRE(run(cli::cmd_train, a) == 0);
+  const std::string ck = t.path + "/cpu/iter_3.safetensors";
+  std::map<std::string, nlohmann::json> metrics, dets;
+  for (const std::string dev : {"cpu", "cuda"}) {
+    REQUIRE_MESSAGE(run(cli::cmd_eval, {"eval", kCfg, ck, "--quiet", "--device", dev, "--out", t.path + "/ev_" + dev,
+                                        "--set", "data.synth_dir=" + t.path + "/synth", "data.synth_train_images=6",
+                                        "data.synth_val_images=4"}) == 0,
+                    dev);
+    metrics[dev] = nlohmann::json::parse(slurp(t.path + "/ev_" + dev + "/metrics.json"));
+    dets[dev] = nlohmann::json::parse(slurp(t.path + "/ev_" + dev + "/results.json"));
+  }
+  CHECK(dets["cuda"].size() == dets["cpu"].size());
+  for (const char* k : {"AP", "AP50"})
+    CHECK_MESSAGE(std::abs(metrics["cuda"][k].get<double>() - metrics["cpu"][k].get<double>()) <= 1e-3, k);
+  // infer on one validation image on both devices: the same number of drawn-or-listed detections
+  std::string img;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(t.path + "/synth"))
+    if (e.path().extension() == ".png" && img.empty()) img = e.path().string();
+  REQUIRE(!img.empty());
+  std::map<std::string, size_t> count;
+  for (const std::string dev : {"cpu", "cuda"}) {
+    REQUIRE_MESSAGE(run(cli::cmd_infer, {"infer", kCfg, ck, img, "--out", t.path + "/inf_" + dev, "--score-thr", "0.05",
+                                         "--device", dev}) == 0,
+                    dev);
+    const auto j = nlohmann::json::parse(slurp(t.path + "/inf_" + dev + "/detections.json"));
+    REQUIRE(j.is_array());
+    REQUIRE(!j.empty());
+    count[dev] = j[0]["detections"].size();
+  }
+  CHECK(count["cuda"] == count["cpu"]);
 }
 
 TEST_CASE("[cuda] BatchUploader: images through two pinned staging buffers in turn, annotations on the host") {

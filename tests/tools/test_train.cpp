@@ -118,6 +118,18 @@ TEST_CASE("train/eval/infer: metrics + results JSON, drawn PNG, clear errors on 
                   err);
   CHECK(slurp(d + "/ev/metrics.json") == slurp(a + "/metrics.json"));  // same weights, same numbers
   CHECK(slurp(d + "/ev/results.json") == slurp(a + "/results.json"));
+  // --device: the CPU explicitly gives the same; a bad value and a device this binary / machine lacks are errors
+  REQUIRE_MESSAGE(kdet_run("eval " + kCfg + " " + ck + " --quiet --device cpu --out " + d + "/ev2 --set data.synth_dir=" +
+                               d + "/synth",
+                           d, &err) == 0,
+                  err);
+  CHECK(slurp(d + "/ev2/results.json") == slurp(a + "/results.json"));
+  CHECK(kdet_run("eval " + kCfg + " " + ck + " --quiet --device gpu --out " + d + "/ev3", d, &err) == 1);
+  CHECK(err.find("--device must be cpu, cuda or cuda:N, got 'gpu'") != std::string::npos);
+  if (!cuda_built() || cuda_device_count() == 0) {
+    CHECK(kdet_run("infer " + kCfg + " " + ck + " x.png --out " + d + "/inf3 --device cuda", d, &err) == 1);
+    CHECK(err.find(cuda_built() ? "0 CUDA device(s)" : "built without the CUDA backend") != std::string::npos);
+  }
 
   // infer on a validation image (low threshold so something is drawn even by an untrained model)
   std::string img;
