@@ -1,4 +1,5 @@
 // kdet bench-kd [--size 512] [--batch 2] [--channels 256] [--reps 3] [--methods a,b] [--no-student] [--cpu-time]
+//               [--device cpu|cuda|cuda:N]
 //
 // Forward + backward time of each KD loss on RetinaNet-R50-sized FPN features (P3..P7 of a
 // size x size input: 64², 32², 16², 8², 4² at 512; 256 channels; batch 2), and the same as a fraction
@@ -9,7 +10,8 @@
 // step). --cpu-time clocks the process's CPU time (user + sys of all threads) instead of wall time: on
 // a shared machine with OMP_NUM_THREADS=1 it is close to the unloaded single-core time. FGD gets 3
 // random boxes per image; MGD draws its mask; AID's teacher loss is a constant here (its per-image
-// teacher loss pass is a teacher cost).
+// teacher loss pass is a teacher cost). --device cuda runs everything on that GPU (a CUDA build), the device
+// synchronised around each timed piece (wall time).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +25,11 @@
 #include "engine/check.h"
 #include "engine/ops/reduce.h"
 #include "tools/commands.h"
+#include "tools/train_loop.h"
+
+#if KDET_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
 
 namespace kdet::cli {
 
@@ -48,6 +55,7 @@ int cmd_bench_kd(int argc, char** argv) {
   int64_t size = 512, batch = 2, C = 256;
   int reps = 3;
   bool student = true, cpu_time = false;
+  std::string device = "cpu";
   std::vector<std::string> methods = {"fitnet", "fgd", "mgd", "amd", "dmkd", "ssim", "fbkd", "aid"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -57,7 +65,7 @@ int cmd_bench_kd(int argc, char** argv) {
     };
     if (a == "--help" || a == "-h") {
       std::printf("usage: kdet bench-kd [--size 512] [--batch 2] [--channels 256] [--reps 3] [--methods a,b] "
-                  "[--no-student] [--cpu-time]\n");
+                  "[--no-student] [--cpu-time] [--device cpu|cuda|cuda:N]\n");
       return 0;
     } else if (a == "--size") size = std::stoll(val());
     else if (a == "--batch") batch = std::stoll(val());
@@ -65,6 +73,7 @@ int cmd_bench_kd(int argc, char** argv) {
     else if (a == "--reps") reps = std::stoi(val());
     else if (a == "--no-student") student = false;
     else if (a == "--cpu-time") cpu_time = true;
+    else if (a == "--device") device = val();
     else if (a == "--methods") {
       methods.clear();
       std::string s = val();
@@ -78,6 +87,13 @@ int cmd_bench_kd(int argc, char** argv) {
   }
   KDET_CHECK(size % 128 == 0 && size >= 128, "bench-kd: --size must be a multiple of 128");
   KDET_CHECK(reps >= 1 && batch >= 1 && C >= 16, "bench-kd: bad --reps / --batch / --channels");
+  const Device dev = train::parse_device(device, "--device");
+  KDET_CHECK(!(cpu_time && dev.is_cuda()), "bench-kd: --cpu-time measures the host, not a GPU");
+  auto sync = [dev] {
+#if KDET_CUDA
+    if (dev.is_cuda()) cuda::synchronize(dev.index);
+#endif
+  };
 
   Generator g(0);
   const int L = 5;
@@ -85,8 +101,8 @@ int cmd_bench_kd(int argc, char** argv) {
   std::vector<std::pair<int64_t, int64_t>> ch;
   for (int i = 0; i < L; ++i) {
     const int64_t h = size >> (3 + i);
-    Sx.push_back(rand_normal({batch, C, h, h}, g));
-    T.push_back(rand_normal({batch, C, h, h}, g));
+    Sx.push_back(rand_normal({batch, C, h, h}, g).to(dev));
+    T.push_back(rand_normal({batch, C, h, h}, g).to(dev));
     ch.emplace_back(C, C);
   }
   std::vector<Tensor> boxes;
@@ -114,8 +130,9 @@ int cmd_bench_kd(int argc, char** argv) {
     net = std::make_unique<RetinaNet>(RetinaNetConfig::mmdet(50, 80));
     Generator gi(1);
     net->init_weights(gi);
+    net->to(dev);
     net->train();
-    b.images = rand_normal({batch, 3, size, size}, g);
+    b.images = rand_normal({batch, 3, size, size}, g).to(dev);
     for (int64_t n = 0; n < batch; ++n) {
       data::ImageMeta m;
       m.ori_h = m.img_h = m.pad_h = static_cast<int>(size);
@@ -159,6 +176,7 @@ int cmd_bench_kd(int argc, char** argv) {
     }
     gens.push_back(std::make_unique<Generator>(2));
     mod->init_weights(*gens.back());
+    mod->to(dev);
     names.push_back(m);
     run.push_back([&, km, mod = mod.get(), gm = gens.back().get()] {
       std::vector<Var> S;
@@ -180,20 +198,22 @@ int cmd_bench_kd(int argc, char** argv) {
     });
     mods.push_back(std::move(mod));
   }
-  for (auto& f : run) f();  // warm-up (caching allocator, page faults)
+  for (auto& f : run) f();  // warm-up (caching allocator, page faults; cuDNN algorithm choice)
+  sync();
   const size_t K = run.size();
   std::vector<std::vector<double>> t(K), frac(K);
   for (int rep = 0; rep < reps; ++rep)
     for (size_t k = 0; k < K; ++k) {
       const double a = clock_now(cpu_time);
       run[k]();
+      sync();
       t[k].push_back(clock_now(cpu_time) - a);
       if (student && k > 0) frac[k].push_back(t[k].back() / t[0].back());
     }
   const char* clock = cpu_time ? "cpu" : "wall";
   if (student)
-    std::printf("student step (RetinaNet-R50 loss fwd+bwd, batch %lld, %lldx%lld): %.3f s %s (median of %d)\n",
-                (long long)batch, (long long)size, (long long)size, median(t[0]), clock, reps);
+    std::printf("student step (RetinaNet-R50 loss fwd+bwd, batch %lld, %lldx%lld, on %s): %.3f s %s (median of %d)\n",
+                (long long)batch, (long long)size, (long long)size, device.c_str(), median(t[0]), clock, reps);
   std::printf("%-8s %12s %10s   (%s time, %d interleaved rounds)\n", "method", "fwd+bwd ms", "of step", clock, reps);
   for (size_t k = student ? 1 : 0; k < K; ++k) {
     if (student)

@@ -221,6 +221,12 @@ TEST_CASE("[cuda] kdet eval / infer --device cuda: the CPU's metrics and detecti
   CHECK(count["cuda"] == count["cpu"]);
 }
 
+TEST_CASE("[cuda] kdet bench-kd --device cuda runs every feature KD method on the GPU") {
+  KDET_REQUIRE_GPU();
+  CHECK(run(cli::cmd_bench_kd, {"bench-kd", "--device", "cuda", "--no-student", "--size", "256", "--channels", "16",
+                                "--reps", "1"}) == 0);
+}
+
 TEST_CASE("[cuda] BatchUploader: images through two pinned staging buffers in turn, annotations on the host") {
   KDET_REQUIRE_GPU();
   train::BatchUploader up(kGpu);
