@@ -82,6 +82,9 @@ run() {
     echo "kdet_bench --cuda --cuda-nondeterministic: exit $?"; tail -6 "$out/bench_cuda_nondet.log"
     OMP_NUM_THREADS=$j timeout 300 $build/kdet_bench --cuda --only dcn --python "$py" > "$out/bench_dcn_cuda.log" 2>&1
     echo "kdet_bench --cuda --only dcn: exit $?"; tail -12 "$out/bench_dcn_cuda.log"
+    # issue 5's KD-loss overhead table on the GPU (RetinaNet-R50 student step, 512x512, batch 2)
+    OMP_NUM_THREADS=$j timeout 300 $build/kdet bench-kd --device cuda --reps 5 > "$out/bench_kd_cuda.log" 2>&1
+    echo "kdet bench-kd --device cuda: exit $?"; tail -10 "$out/bench_kd_cuda.log"
   fi
 }
 
