@@ -143,8 +143,10 @@ fixtures:
 TEST_ARGS ?=
 # The CUDA emulation (cuda-emu-test, below: the [cuda] tests on emulated GPU threads, no GPU or toolkit needed)
 # runs too; CUDA_EMU_TEST=0 leaves it out. It needs $(PYTHON) for its launch rewriting.
+# Its fibers are x86-64 code: elsewhere it is skipped, loudly.
 CUDA_EMU_TEST ?= 1
-CUDA_EMU_IN_TEST := $(if $(filter 1,$(CUDA_EMU_TEST)),$(if $(wildcard $(PYTHON)),cuda-emu-test,cuda-emu-skip))
+CUDA_EMU_ARCH_OK := $(filter x86_64,$(shell uname -m))
+CUDA_EMU_IN_TEST := $(if $(filter 1,$(CUDA_EMU_TEST)),$(if $(and $(wildcard $(PYTHON)),$(CUDA_EMU_ARCH_OK)),cuda-emu-test,cuda-emu-skip))
 test: check-deps $(BUILD)/kdet $(BUILD)/kdet_tests fixtures cuda-build-check $(CUDA_EMU_IN_TEST)
 	@if ls $(BUILD)/fixtures/*.safetensors >/dev/null 2>&1; then export KDET_REQUIRE_FIXTURES=1; fi; \
 	 KDET_FIXTURES=$(BUILD)/fixtures KDET_BIN=$(BUILD)/kdet OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} \
@@ -294,7 +296,7 @@ CUDA_EMU_ARGS ?= -tc='[cuda]*'
 .PHONY: cuda-emu-test
 .PHONY: cuda-emu-skip
 cuda-emu-skip:
-	@echo "*** WARNING: $(PYTHON) not found: the CUDA emulation (tools/cuda_emu/rewrite.py) is SKIPPED"
+	@echo "*** WARNING: the CUDA emulation is SKIPPED ($(if $(CUDA_EMU_ARCH_OK),$(PYTHON) not found: tools/cuda_emu/rewrite.py needs it,its fibers need an x86-64 machine))"
 cuda-emu-test: $(BUILD)/kdet_tests
 	@echo "== CUDA EMULATION on the CPU: building $(CUDA_EMU_BUILD)/kdet_tests_cudaemu (not a GPU run)"
 	@t0=$$(date +%s); $(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j$(NPROC)) \
