@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "distill/loss_ssim_cuda.h"
+#include "distill/ssim_math.h"
 #include "engine/backend.h"
 #include "engine/ops/cpu_map.h"
 #include "engine/ops/elementwise.h"
@@ -59,17 +60,10 @@ double ssim_plane_forward(const T* x, const T* y, int64_t H, int64_t W, const T*
   }
   double loss = 0;
   for (int64_t i = 0; i < HW; ++i) {
-    const T mx = f[i], my = f[HW + i];
-    const T mx2 = mx * mx, my2 = my * my, mxy = mx * my;
-    const T sxx = f[2 * HW + i] - mx2, syy = f[3 * HW + i] - my2, sxy = f[4 * HW + i] - mxy;
-    const T A1 = mxy * T(2) + C1, A2 = sxy * T(2) + C2, B1 = mx2 + my2 + C1, B2 = sxx + syy + C2;
-    const T den = B1 * B2;
-    const T S = (A1 * A2) / den;
+    const T S = ssim_pixel(f[i], f[HW + i], f[2 * HW + i], f[3 * HW + i], f[4 * HW + i], C1, C2, abc[i],
+                           abc[HW + i], abc[2 * HW + i]);
     loss += static_cast<double>(T(1) - S);
     if (map) map[i] = S;
-    abc[i] = T(2) * (my * (A2 - A1) + S * mx * (B1 - B2)) / den;  // ∂S/∂μx
-    abc[HW + i] = T(2) * A1 / den;                                // ∂S/∂(g∗xy)
-    abc[2 * HW + i] = T(-2) * S / B2;                             // 2·∂S/∂(g∗x²)
   }
   return loss;
 }

@@ -7,6 +7,7 @@
 //   kd_minmax_backward  one block per plane: Σ g, Σ g·x̂ and the tie counts (double tree sums), then dx
 // No atomics: bit-identical run to run.
 #include "distill/loss_ssim_cuda.h"
+#include "distill/ssim_math.h"
 #include "engine/cuda/launch.cuh"
 
 namespace kdet::cuda {
@@ -26,17 +27,10 @@ __global__ void ssim_coeffs_kernel(int64_t P, int64_t C, int64_t HW, T C1, T C2,
     T* a = abc + p * 3 * HW;
     double loss = 0;
     for (int64_t i = threadIdx.x; i < HW; i += blockDim.x) {
-      const T mx = f[i], my = f[ks + i];
-      const T mx2 = mx * mx, my2 = my * my, mxy = mx * my;
-      const T sxx = f[2 * ks + i] - mx2, syy = f[3 * ks + i] - my2, sxy = f[4 * ks + i] - mxy;
-      const T A1 = mxy * T(2) + C1, A2 = sxy * T(2) + C2, B1 = mx2 + my2 + C1, B2 = sxx + syy + C2;
-      const T den = B1 * B2;
-      const T S = (A1 * A2) / den;
+      const T S = kd::ssim_pixel(f[i], f[ks + i], f[2 * ks + i], f[3 * ks + i], f[4 * ks + i], C1, C2, a[i],
+                                 a[HW + i], a[2 * HW + i]);
       loss += static_cast<double>(T(1) - S);
       if (map) map[p * HW + i] = S;
-      a[i] = T(2) * (my * (A2 - A1) + S * mx * (B1 - B2)) / den;
-      a[HW + i] = T(2) * A1 / den;
-      a[2 * HW + i] = T(-2) * S / B2;
     }
     const double t = block_sum(loss, sh);
     if (threadIdx.x == 0) plane_loss[p] = t;
