@@ -408,18 +408,14 @@ TEST_CASE("distiller: configs/kd_*.cfg parse, every key is read, taps resolve, d
 
 TEST_CASE("kdet distill (CLI): MGD 4 iterations straight == 2, interrupt, resume, 2 (bit for bit); KD loss logged; student file") {
   namespace fs = std::filesystem;
-  const char* bin = std::getenv("KDET_BIN");
+  const char* bin = test::kbin();
   if (!bin) {
     MESSAGE("KDET_BIN not set: kdet distill CLI test skipped (make test sets it)");
     return;
   }
   REQUIRE(fs::exists("configs/retinanet_r18_micro_synth.cfg"));
-  const std::string d = "/tmp/kdet_test_distill_" + std::to_string(::getpid());
-  fs::create_directories(d);
-  struct Cleanup {
-    std::string p;
-    ~Cleanup() { fs::remove_all(p); }
-  } cleanup{d};
+  const test::TmpDir tmp("distill");
+  const std::string& d = tmp.path;
   // A random R34 teacher with the micro student's neck and head (inheritable).
   RetinaNetConfig tc = RetinaNetConfig::small(34, 8, 16, 1, 6);
   RetinaNet teacher(tc);

@@ -380,19 +380,15 @@ namespace {
 // proposals and R-CNN samples to keep it short) with a random teacher of type `type`; checks the log.
 void cli_roi_logit_step(const std::string& type) {
   namespace fs = std::filesystem;
-  const char* bin = std::getenv("KDET_BIN");
+  const char* bin = test::kbin();
   if (!bin) {
     MESSAGE("KDET_BIN not set: kdet distill CLI test skipped (make test sets it)");
     return;
   }
   const std::string cfg = "configs/kd_logit_roi_faster_r34_r18_tiny_synth.cfg";
   REQUIRE(fs::exists(cfg));
-  const std::string d = "/tmp/kdet_test_roi_logit_" + type + "_" + std::to_string(::getpid());
-  fs::create_directories(d);
-  struct Cleanup {
-    std::string p;
-    ~Cleanup() { fs::remove_all(p); }
-  } cleanup{d};
+  const test::TmpDir tmp("roi_logit_" + type);
+  const std::string& d = tmp.path;
   {
     // A random teacher of the config's [teacher] section (type switched for the Cascade run).
     Config c = Config::load(cfg);

@@ -18,19 +18,15 @@ using kdet::test::slurp;
 
 TEST_CASE("kdet study: two-stage pair (Faster R34 -> R18; baseline, fgd, mgd, RoI logit_kd) end to end, 1 iteration") {
   namespace fs = std::filesystem;
-  const char* bin = std::getenv("KDET_BIN");
+  const char* bin = kdet::test::kbin();
   if (!bin) {
     MESSAGE("KDET_BIN not set: two-stage study test skipped (make test sets it)");
     return;
   }
   const std::string study = "configs/study_two_stage_synth.cfg";
   REQUIRE(fs::exists(study));
-  const std::string d = "/tmp/kdet_test_study2_" + std::to_string(::getpid());
-  fs::create_directories(d);
-  struct Cleanup {
-    std::string p;
-    ~Cleanup() { fs::remove_all(p); }
-  } cleanup{d};
+  const kdet::test::TmpDir tmp("study2");
+  const std::string& d = tmp.path;
   // The committed study's files, at a 1-iteration scale (absolute paths: the copy lives in d).
   Config s = Config::load(study);
   auto abs = [&](const std::string& key) { return fs::absolute("configs/" + s.get_string(key)).string(); };
