@@ -38,7 +38,8 @@ Detections dense_postprocess(const std::vector<Tensor>& cls_logits, const std::v
 Detections dense_postprocess_boxes(const std::vector<Tensor>& cls_logits, const std::vector<Tensor>& boxes,
                                    int64_t num_classes, const ImageGeometry& geo, const DenseTestConfig& cfg = {});
 
-// Reorders an [A*K, H, W] map (one image) to [H*W*A, K] (the flattening used by targets and decoding).
+// Reorders an [A*K, H, W] map (one image, any device) to a host f32 [H*W*A, K] (the flattening used by targets
+// and decoding).
 Tensor dense_to_rows(const Tensor& map, int64_t k);
 
 }  // namespace kdet

@@ -369,7 +369,7 @@ std::vector<Detections> RepPointsHead::predict(const RepPointsHeadOutputs& out, 
   std::vector<Detections> res;
   for (int64_t n = 0; n < N; ++n) {
     std::vector<Tensor> cls;
-    for (const Var& c : out.cls_scores) cls.push_back(c.data().select(0, n).to(Device::cpu()));  // host post-processing
+    for (const Var& c : out.cls_scores) cls.push_back(c.data().select(0, n));  // dense_to_rows brings them to the host
     std::vector<Tensor> boxes = decode_boxes(out.pts_refine, n);
     // clip to img_shape
     for (Tensor& b : boxes) {

@@ -268,8 +268,8 @@ std::vector<Detections> RetinaHead::predict(const RetinaHeadOutputs& out, const 
   for (int64_t n = 0; n < N; ++n) {
     std::vector<Tensor> cls, reg;
     for (size_t l = 0; l < out.cls_scores.size(); ++l) {
-      cls.push_back(out.cls_scores[l].data().select(0, n).to(Device::cpu()));  // postprocess runs on the host
-      reg.push_back(out.bbox_preds[l].data().select(0, n).to(Device::cpu()));
+      cls.push_back(out.cls_scores[l].data().select(0, n));  // dense_to_rows brings them to the host
+      reg.push_back(out.bbox_preds[l].data().select(0, n));
     }
     res.push_back(dense_postprocess(cls, reg, priors, cfg_.num_classes, cfg_.coder, geo[n],
                                     test ? *test : cfg_.test));

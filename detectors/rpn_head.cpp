@@ -243,8 +243,8 @@ std::vector<Tensor> RPNHead::get_proposals(const DenseHeadOutputs& out, const st
   for (int64_t n = 0; n < N; ++n) {
     std::vector<Tensor> cls, reg;
     for (size_t l = 0; l < out.cls_scores.size(); ++l) {
-      cls.push_back(out.cls_scores[l].data().select(0, n).to(Device::cpu()));  // proposals are made on the host
-      reg.push_back(out.bbox_preds[l].data().select(0, n).to(Device::cpu()));
+      cls.push_back(out.cls_scores[l].data().select(0, n));  // dense_to_rows brings them to the host
+      reg.push_back(out.bbox_preds[l].data().select(0, n));
     }
     res.push_back(rpn_proposals_single(cls, reg, priors, cfg_.coder, geo[n], training ? cfg_.train : cfg_.test));
   }
